@@ -1,0 +1,202 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Build an open_clip CLIP model by name, with weights from a pretrained tag, a local file, or random init.
+
+This is the only place of anomalib-clipad that decides where CLIP weights come from. Three sources exist:
+
+* an open_clip **pretrained tag** (``"laion400m_e31"``, ``"openai"``, ...), downloaded into open_clip's cache on first
+  use; offline and without a cached copy this fails with :class:`PretrainedWeightsError`, which says how to pass a
+  local file instead;
+* a **local file** (an open_clip checkpoint, a plain state dict, a ``.safetensors`` file or an OpenAI TorchScript
+  archive), loaded with ``weights_only=True``;
+* ``None``: random initialisation, only when asked for explicitly. It logs a loud warning since every score is then
+  meaningless; tests and the offline demo use it with the tiny architecture :data:`TINY_BACKBONE`.
+
+Example:
+    >>> from anomalib_clipad.clip.loading import TINY_BACKBONE, load_clip
+    >>> clip = load_clip(TINY_BACKBONE, pretrained=None)  # doctest: +SKIP
+    >>> clip = load_clip("ViT-B-16-plus-240", "laion400m_e31")  # doctest: +SKIP
+    >>> clip = load_clip("ViT-B-16-plus-240", "/models/vit_b_16_plus_240.pt")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.factory import load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+TINY_BACKBONE = "clipad-tiny-vit-16"
+"""A tiny CLIP architecture (ViT 240 px, patch 16, width 64, 8 layers; text width 64, 4 layers) for tests and the
+offline demo. It has no pretrained weights: use it with ``pretrained=None``."""
+
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+class UnknownBackboneError(ValueError):
+    """Raised when a backbone name is not an open_clip model architecture."""
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Raised when CLIP weights cannot be obtained from the given tag or file."""
+
+
+def register_model_configs() -> None:
+    """Register anomalib-clipad's own open_clip architectures (idempotent)."""
+    if TINY_BACKBONE not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+def _check_backbone(backbone: str) -> None:
+    register_model_configs()
+    if backbone not in open_clip.list_models():
+        similar = [name for name in open_clip.list_models() if backbone.lower()[:5] in name.lower()][:10]
+        msg = (
+            f"Unknown CLIP backbone {backbone!r}: it is not an open_clip architecture. "
+            f"Similar names: {similar or 'none'}. See open_clip.list_models() for all of them."
+        )
+        raise UnknownBackboneError(msg)
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _read_openai_torchscript(path: Path) -> dict[str, torch.Tensor]:
+    """Read the state dict of an OpenAI TorchScript checkpoint (TorchScript runs no arbitrary Python code)."""
+    return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+
+
+def _looks_like_openai_state_dict(path: Path) -> bool:
+    """Whether a local checkpoint comes from OpenAI's release (those need QuickGELU)."""
+    if _is_torchscript_archive(path):
+        return True
+    if path.suffix == ".safetensors":
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return isinstance(state, dict) and any(key in state for key in _OPENAI_ONLY_KEYS)
+
+
+def _load_local_weights(model: torch.nn.Module, path: Path) -> None:
+    if _is_torchscript_archive(path):
+        state_dict = _read_openai_torchscript(path)
+        for key in _OPENAI_ONLY_KEYS:
+            state_dict.pop(key, None)
+        tmp = path.with_name(f".{path.name}.clipad-state-dict.pt")
+        try:
+            torch.save(state_dict, tmp)
+            load_checkpoint(model, str(tmp), weights_only=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    load_checkpoint(model, str(path), weights_only=True)
+
+
+def load_clip(
+    backbone: str,
+    pretrained: str | os.PathLike | None,
+    quick_gelu: bool | None = None,
+    image_size: int | None = None,
+) -> open_clip.model.CLIP:
+    """Build a frozen CLIP model in eval mode.
+
+    Args:
+        backbone: open_clip architecture name, e.g. ``"ViT-B-16-plus-240"`` or :data:`TINY_BACKBONE`.
+        pretrained: an open_clip pretrained tag, a path to a local weight file, or ``None`` for random weights.
+        quick_gelu: use QuickGELU activations. ``None`` decides automatically: ``True`` for the ``openai`` tag and for
+            OpenAI checkpoints given as local files (their features are wrong with plain GELU), else the
+            architecture's default.
+        image_size: build the vision tower for this input size. Position embeddings of pretrained weights are then
+            resized once at load time (open_clip's ``resize_pos_embed``: bicubic, antialiased).
+
+    Returns:
+        The CLIP model, in eval mode with ``requires_grad`` off for every parameter.
+
+    Raises:
+        UnknownBackboneError: ``backbone`` is not an open_clip architecture.
+        PretrainedWeightsError: the tag is unknown for this backbone, the file is missing or unreadable, or the
+            weights cannot be downloaded (e.g. offline).
+    """
+    _check_backbone(backbone)
+    kwargs: dict = {}
+    if image_size is not None:
+        kwargs["force_image_size"] = image_size
+
+    if pretrained is None:
+        logger.warning(
+            "CLIP backbone %s is RANDOMLY INITIALISED (pretrained=None): anomaly scores are meaningless. "
+            "Use this for tests and smoke runs only.",
+            backbone,
+        )
+        model = open_clip.create_model(backbone, pretrained=None, force_quick_gelu=bool(quick_gelu), **kwargs)
+    elif _is_path_like(pretrained):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            msg = f"CLIP weight file {str(path)!r} for backbone {backbone!r} does not exist."
+            raise PretrainedWeightsError(msg)
+        try:
+            if quick_gelu is None:
+                quick_gelu = _looks_like_openai_state_dict(path)
+            model = open_clip.create_model(backbone, pretrained=None, force_quick_gelu=quick_gelu, **kwargs)
+            _load_local_weights(model, path)
+        except PretrainedWeightsError:
+            raise
+        except Exception as error:  # corrupt files raise many different exception types
+            msg = (
+                f"Could not load CLIP weights for backbone {backbone!r} from {str(path)!r}: {error}. "
+                "Expected an open_clip checkpoint or state dict of that architecture (.pt/.pth/.bin/.safetensors) "
+                "or an OpenAI TorchScript archive."
+            )
+            raise PretrainedWeightsError(msg) from error
+    else:
+        tag = str(pretrained)
+        known_tags = open_clip.list_pretrained_tags_by_model(backbone)
+        if tag not in known_tags:
+            msg = (
+                f"Unknown pretrained tag {tag!r} for CLIP backbone {backbone!r}, and no file of that name exists. "
+                f"Known tags: {known_tags or 'none'}. Pass a tag or the path of a local weight file."
+            )
+            raise PretrainedWeightsError(msg)
+        if quick_gelu is None:
+            quick_gelu = tag == "openai"
+        try:
+            model = open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=quick_gelu, **kwargs)
+        except Exception as error:  # network, hub and cache errors of several libraries
+            msg = (
+                f"Could not obtain pretrained weights {tag!r} for CLIP backbone {backbone!r}: {error}. "
+                "This needs network access to download them once (they are cached afterwards). Offline, download "
+                "the weight file elsewhere and pass its path instead, e.g. "
+                f"`--model.pretrained /path/to/{backbone}.pt`."
+            )
+            raise PretrainedWeightsError(msg) from error
+
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _is_path_like(pretrained: str | os.PathLike) -> bool:
+    """Whether ``pretrained`` names a file rather than a tag."""
+    if isinstance(pretrained, os.PathLike):
+        return True
+    text = str(pretrained)
+    return os.sep in text or text.startswith((".", "~")) or Path(text).suffix in {".pt", ".pth", ".bin", ".safetensors"}
+
+
+def get_tokenizer(backbone: str) -> open_clip.tokenizer.SimpleTokenizer:
+    """Return the open_clip tokenizer of a backbone (the BPE vocabulary ships with open_clip, no download)."""
+    _check_backbone(backbone)
+    return open_clip.get_tokenizer(backbone)

@@ -1,0 +1,141 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The CLIP text tower: prompt-set encoding, learnable context tokens and deep prompt tokens.
+
+* :meth:`ClipTextTower.encode_prompt_set` encodes prompts and averages their **raw** embeddings before one L2
+  normalisation (the rule of every method here).
+* Learnable context (CoOp): tokenise a placeholder prompt such as ``"X X X X bottle."``, take its token embeddings with
+  :meth:`ClipTextTower.embed_tokens`, and :func:`splice_context` puts the learnable vectors in place of the
+  placeholders; :meth:`ClipTextTower.forward` encodes from those embeddings (the end-of-text position still comes from
+  the tokens).
+* Deep prompts (AnomalyCLIP): ``deep_prompts={layer: (n, width)}`` replaces token positions ``1..n`` at the input of
+  text block ``layer`` (1-indexed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from .loading import get_tokenizer
+
+
+@lru_cache(maxsize=8)
+def _cached_tokenizer(backbone: str):  # noqa: ANN202
+    return get_tokenizer(backbone)
+
+
+def splice_context(token_embeddings: torch.Tensor, context: torch.Tensor, start: int = 1) -> torch.Tensor:
+    """Replace the token embeddings at positions ``start .. start + n_ctx - 1`` with learnable context vectors.
+
+    Args:
+        token_embeddings: ``(N, L, width)`` embeddings of the tokenised placeholder prompts.
+        context: ``(n_ctx, width)`` shared by all prompts, or ``(N, n_ctx, width)`` one per prompt.
+        start: first position to replace (1 = right after the start-of-text token).
+
+    Returns:
+        ``(N, L, width)`` embeddings with the context spliced in (differentiable w.r.t. ``context``).
+    """
+    n_prompts = token_embeddings.shape[0]
+    if context.ndim == 2:
+        context = context.unsqueeze(0).expand(n_prompts, -1, -1)
+    if context.shape[0] != n_prompts:
+        msg = f"Got {context.shape[0]} context sets for {n_prompts} prompts."
+        raise ValueError(msg)
+    end = start + context.shape[1]
+    return torch.cat([token_embeddings[:, :start], context.to(token_embeddings.dtype), token_embeddings[:, end:]], dim=1)
+
+
+class ClipTextTower(nn.Module):
+    """Frozen CLIP text tower with hooks for learnable context and deep prompts.
+
+    It also carries CLIP's ``logit_scale`` (the raw, un-exponentiated parameter), which some methods use.
+
+    Args:
+        clip_model: an open_clip ``CLIP`` (or ``CustomTextCLIP`` with an open_clip ``TextTransformer``).
+        backbone: the architecture name, used to get the matching tokenizer.
+
+    Raises:
+        TypeError: the text tower is not an open_clip transformer with end-of-text (argmax) pooling.
+    """
+
+    def __init__(self, clip_model: nn.Module, backbone: str) -> None:
+        super().__init__()
+        tower = clip_model.text if hasattr(clip_model, "text") else clip_model
+        pool_type = getattr(tower, "pool_type", getattr(clip_model, "text_pool_type", "argmax"))
+        if pool_type != "argmax" or not hasattr(tower, "token_embedding"):
+            msg = f"Only open_clip text transformers with end-of-text (argmax) pooling are supported, got {pool_type}."
+            raise TypeError(msg)
+        self.backbone = backbone
+        self.token_embedding = tower.token_embedding
+        self.positional_embedding = tower.positional_embedding
+        self.blocks = tower.transformer.resblocks
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.text_projection
+        self.logit_scale = clip_model.logit_scale
+        self.register_buffer("attn_mask", tower.attn_mask, persistent=False)
+
+    @property
+    def width(self) -> int:
+        """Width of the text transformer tokens."""
+        return int(self.positional_embedding.shape[1])
+
+    @property
+    def context_length(self) -> int:
+        """Number of token positions."""
+        return int(self.positional_embedding.shape[0])
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Tokenise prompts into ``(N, context_length)`` token ids on the tower's device."""
+        if isinstance(texts, str) or not texts:
+            msg = "Expected a non-empty list of prompt strings."
+            raise ValueError(msg)
+        return _cached_tokenizer(self.backbone)(list(texts)).to(self.positional_embedding.device)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``(N, L, width)`` of token ids (no position embedding yet)."""
+        return self.token_embedding(tokens)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        token_embeddings: torch.Tensor | None = None,
+        deep_prompts: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Encode prompts into raw (not normalised) joint-space embeddings.
+
+        Args:
+            tokens: ``(N, L)`` token ids; they give the end-of-text position of each prompt.
+            token_embeddings: ``(N, L, width)`` embeddings to use instead of ``embed_tokens(tokens)`` (learnable
+                context spliced in).
+            deep_prompts: ``{layer: (n, width) or (N, n, width)}``: at the input of text block ``layer``
+                (1-indexed) positions ``1..n`` are replaced by these vectors.
+
+        Returns:
+            ``(N, D)`` text embeddings.
+        """
+        hidden = self.embed_tokens(tokens) if token_embeddings is None else token_embeddings
+        hidden = hidden + self.positional_embedding.to(hidden.dtype)
+        attn_mask = self.attn_mask
+        for layer, block in enumerate(self.blocks, start=1):
+            if deep_prompts and layer in deep_prompts:
+                hidden = splice_context(hidden, deep_prompts[layer], start=1)
+            hidden = block(hidden, attn_mask=attn_mask)
+        hidden = self.ln_final(hidden)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.argmax(dim=-1)]
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(pooled)
+        return pooled @ self.text_projection
+
+    def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Raw embeddings ``(N, D)`` of fixed prompts."""
+        return self(self.tokenize(texts))
+
+    def encode_prompt_set(self, texts: Sequence[str]) -> torch.Tensor:
+        """One ``(D,)`` feature for a set of prompts: the mean of the raw embeddings, then L2-normalised."""
+        return F.normalize(self.encode_prompts(texts).mean(dim=0), dim=-1)
