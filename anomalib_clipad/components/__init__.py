@@ -1,4 +1,4 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""components."""
+"""Method-agnostic mathematics shared by the models: reference memory, score fusion, prompt sets, losses."""
