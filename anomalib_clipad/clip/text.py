@@ -26,7 +26,7 @@ from .loading import get_tokenizer
 
 
 @lru_cache(maxsize=8)
-def _cached_tokenizer(backbone: str):  # noqa: ANN202
+def _cached_tokenizer(backbone: str):
     return get_tokenizer(backbone)
 
 
@@ -48,7 +48,8 @@ def splice_context(token_embeddings: torch.Tensor, context: torch.Tensor, start:
         msg = f"Got {context.shape[0]} context sets for {n_prompts} prompts."
         raise ValueError(msg)
     end = start + context.shape[1]
-    return torch.cat([token_embeddings[:, :start], context.to(token_embeddings.dtype), token_embeddings[:, end:]], dim=1)
+    context = context.to(token_embeddings.dtype)
+    return torch.cat([token_embeddings[:, :start], context, token_embeddings[:, end:]], dim=1)
 
 
 class ClipTextTower(nn.Module):

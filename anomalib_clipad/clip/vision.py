@@ -134,7 +134,7 @@ class ClipVisionTower(nn.Module):
             msg = "The image transformer must be batch-first (open_clip >= 2.23 builds it so)."
             raise TypeError(msg)
         if position_interpolation not in POSITION_INTERPOLATION_MODES:
-            msg = f"position_interpolation must be one of {POSITION_INTERPOLATION_MODES}, got {position_interpolation!r}."
+            msg = f"position_interpolation must be one of {POSITION_INTERPOLATION_MODES}: {position_interpolation!r}."
             raise ValueError(msg)
         self.conv1 = visual.conv1
         self.class_embedding = visual.class_embedding
@@ -174,7 +174,10 @@ class ClipVisionTower(nn.Module):
         rows, columns = self.trained_grid_size
         patch_positions = patch_positions.reshape(1, rows, columns, -1).permute(0, 3, 1, 2)
         patch_positions = F.interpolate(
-            patch_positions, size=tuple(grid_size), mode=self.position_interpolation, align_corners=False,
+            patch_positions,
+            size=tuple(grid_size),
+            mode=self.position_interpolation,
+            align_corners=False,
         )
         patch_positions = patch_positions.permute(0, 2, 3, 1).reshape(-1, self.width)
         return torch.cat([class_position, patch_positions], dim=0)

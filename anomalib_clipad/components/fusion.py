@@ -56,7 +56,8 @@ def aggregate_windows(
     window_length = indices.shape[1]
     flat_indices = indices.reshape(1, -1).expand(batch, -1)
     per_patch = values.repeat_interleave(window_length, dim=1)
-    totals = torch.zeros(batch, n_patches, dtype=values.dtype, device=values.device).scatter_add(1, flat_indices, per_patch)
+    totals = torch.zeros(batch, n_patches, dtype=values.dtype, device=values.device)
+    totals = totals.scatter_add(1, flat_indices, per_patch)
     counts = torch.bincount(indices.reshape(-1), minlength=n_patches).to(values.dtype)
     if mode == "harmonic":
         return torch.where(counts > 0, counts / totals.clamp_min(EPSILON), torch.zeros_like(totals))

@@ -64,8 +64,10 @@ def _vocabulary() -> dict:
 
 
 def prompt_class_name(category: str) -> str:
-    """The class name used in prompts for a dataset category (``metal_nut`` -> ``"metal nut"``, ``pcb1`` ->
-    ``"printed circuit board"``); other names get underscores replaced by spaces.
+    """The class name used in prompts for a dataset category.
+
+    Mapped as the reference vocabulary does (``metal_nut`` -> ``"metal nut"``, ``pcb1`` -> ``"printed circuit
+    board"``); other names get underscores replaced by spaces.
 
     Raises:
         ValueError: the category is empty.
@@ -83,8 +85,10 @@ def generic_anomalous_states() -> list[str]:
 
 
 def class_specific_anomalous_states(category: str) -> list[str] | None:
-    """Defect-type states of an MVTec AD or VisA category (e.g. bottle: ``"{} with large breakage"``), or ``None``
-    when the category has no built-in list."""
+    """Defect-type states of an MVTec AD or VisA category, or ``None`` when it has no built-in list.
+
+    Example: bottle -> ``["{} with large breakage", "{} with small breakage", "{} with contamination"]``.
+    """
     states = _vocabulary()["class_specific_anomalous_states"].get(category)
     return list(states) if states is not None else None
 

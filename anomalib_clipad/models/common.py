@@ -1,0 +1,54 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Lightning-side helpers shared by every model of anomalib-clipad."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anomalib.pre_processing import PreProcessor
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
+
+CLIP_MEAN: tuple[float, float, float] = OPENAI_DATASET_MEAN
+CLIP_STD: tuple[float, float, float] = OPENAI_DATASET_STD
+
+
+def clip_transform(image_size: int | tuple[int, int]) -> Compose:
+    """Resize (bicubic, antialiased) to the model's input size and normalise with CLIP's mean and std."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return Compose(
+        [
+            Resize(size, antialias=True, interpolation=InterpolationMode.BICUBIC),
+            Normalize(mean=CLIP_MEAN, std=CLIP_STD),
+        ]
+    )
+
+
+def clip_pre_processor(image_size: int | tuple[int, int]) -> PreProcessor:
+    """Anomalib pre-processor of a CLIP model: :func:`clip_transform` on every batch (training, inference, export)."""
+    return PreProcessor(transform=clip_transform(image_size))
+
+
+def resolve_class_name(explicit: str | None, trainer: Any | None) -> str:
+    """The class name used in prompts: the explicit one, else the datamodule's ``category``.
+
+    Args:
+        explicit: the model's ``class_name`` argument.
+        trainer: the Lightning trainer (its datamodule may have a ``category``, e.g. MVTecAD or Visa).
+
+    Raises:
+        ValueError: neither is available (e.g. a ``Folder`` datamodule without ``--model.class_name``).
+    """
+    if explicit:
+        return explicit
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    category = getattr(datamodule, "category", None)
+    if category:
+        return str(category)
+    msg = (
+        "No class name for the prompts: pass one with `class_name` (CLI: `--model.class_name bottle`); "
+        f"the datamodule {type(datamodule).__name__ if datamodule is not None else '(none)'} has no `category`."
+    )
+    raise ValueError(msg)
