@@ -29,7 +29,9 @@ from pathlib import Path
 
 import open_clip
 import torch
-from open_clip.factory import load_checkpoint
+from open_clip.convert import convert_state_dict
+from open_clip.factory import load_state_dict
+from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -73,36 +75,34 @@ def _is_torchscript_archive(path: Path) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def _read_openai_torchscript(path: Path) -> dict[str, torch.Tensor]:
-    """Read the state dict of an OpenAI TorchScript checkpoint (TorchScript runs no arbitrary Python code)."""
-    return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a local weight file into a plain state dict.
 
-
-def _looks_like_openai_state_dict(path: Path) -> bool:
-    """Whether a local checkpoint comes from OpenAI's release (those need QuickGELU)."""
+    OpenAI's TorchScript archives are read with ``torch.jit.load`` (TorchScript runs no arbitrary Python code); every
+    other file with open_clip's reader and ``weights_only=True`` (it also unwraps ``{"state_dict": ...}`` and strips a
+    ``module.`` prefix).
+    """
     if _is_torchscript_archive(path):
-        return True
-    if path.suffix == ".safetensors":
-        return False
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    return isinstance(state, dict) and any(key in state for key in _OPENAI_ONLY_KEYS)
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    return load_state_dict(str(path), device="cpu", weights_only=True)
 
 
-def _load_local_weights(model: torch.nn.Module, path: Path) -> None:
-    if _is_torchscript_archive(path):
-        state_dict = _read_openai_torchscript(path)
-        for key in _OPENAI_ONLY_KEYS:
-            state_dict.pop(key, None)
-        tmp = path.with_name(f".{path.name}.clipad-state-dict.pt")
-        try:
-            torch.save(state_dict, tmp)
-            load_checkpoint(model, str(tmp), weights_only=True)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return
-    load_checkpoint(model, str(path), weights_only=True)
+def _is_openai_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
+    """OpenAI's release carries these extra entries; its models need QuickGELU."""
+    return any(key in state_dict for key in _OPENAI_ONLY_KEYS)
+
+
+def _apply_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load a state dict the way open_clip loads checkpoints (format conversion, position-embedding resize)."""
+    state_dict = {key: value for key, value in state_dict.items() if key not in _OPENAI_ONLY_KEYS}
+    state_dict = convert_state_dict(model, state_dict)
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        state_dict = convert_to_custom_text_state_dict(state_dict)
+    if "logit_scale" in state_dict and model.logit_scale.ndim != state_dict["logit_scale"].ndim:
+        state_dict["logit_scale"] = state_dict["logit_scale"].reshape(model.logit_scale.shape)
+    resize_pos_embed(state_dict, model)
+    resize_text_pos_embed(state_dict, model)
+    model.load_state_dict(state_dict, strict=True)
 
 
 def load_clip(
@@ -148,12 +148,11 @@ def load_clip(
             msg = f"CLIP weight file {str(path)!r} for backbone {backbone!r} does not exist."
             raise PretrainedWeightsError(msg)
         try:
+            state_dict = _read_state_dict(path)
             if quick_gelu is None:
-                quick_gelu = _looks_like_openai_state_dict(path)
+                quick_gelu = _is_openai_state_dict(state_dict)
             model = open_clip.create_model(backbone, pretrained=None, force_quick_gelu=quick_gelu, **kwargs)
-            _load_local_weights(model, path)
-        except PretrainedWeightsError:
-            raise
+            _apply_state_dict(model, state_dict)
         except Exception as error:  # corrupt files raise many different exception types
             msg = (
                 f"Could not load CLIP weights for backbone {backbone!r} from {str(path)!r}: {error}. "

@@ -1,0 +1,283 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The shared CLIP layer against plain-PyTorch computations on a tiny random-init CLIP."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from anomalib_clipad.clip import (
+    TINY_BACKBONE,
+    ClipTextTower,
+    ClipVisionTower,
+    PretrainedWeightsError,
+    UnknownBackboneError,
+    load_clip,
+    splice_context,
+    validate_images,
+    window_indices,
+)
+
+
+@pytest.fixture(scope="module")
+def clip() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return load_clip(TINY_BACKBONE, None).double()
+
+
+@pytest.fixture(scope="module")
+def vision(clip: torch.nn.Module) -> ClipVisionTower:
+    return ClipVisionTower(clip.visual)
+
+
+@pytest.fixture(scope="module")
+def text(clip: torch.nn.Module) -> ClipTextTower:
+    return ClipTextTower(clip, TINY_BACKBONE)
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+# ----------------------------------------------------------------------------------------------------------- loading
+def test_random_init_warns_and_is_frozen(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        model = load_clip(TINY_BACKBONE, None)
+    assert "RANDOMLY INITIALISED" in caplog.text
+    assert not model.training
+    assert not any(parameter.requires_grad for parameter in model.parameters())
+
+
+def test_unknown_backbone_is_a_clear_error() -> None:
+    with pytest.raises(UnknownBackboneError, match="Unknown CLIP backbone 'ViT-Nope-1'"):
+        load_clip("ViT-Nope-1", None)
+
+
+def test_unknown_tag_lists_known_tags() -> None:
+    with pytest.raises(PretrainedWeightsError, match=r"Known tags: .*laion400m_e31"):
+        load_clip("ViT-B-16-plus-240", "no_such_tag")
+
+
+def test_missing_and_corrupt_weight_files(tmp_path) -> None:
+    with pytest.raises(PretrainedWeightsError, match="does not exist"):
+        load_clip(TINY_BACKBONE, tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(PretrainedWeightsError, match="Could not load CLIP weights"):
+        load_clip(TINY_BACKBONE, corrupt)
+
+
+def test_weight_file_of_another_architecture_is_rejected(tmp_path) -> None:
+    other = open_clip.create_model("ViT-B-32", pretrained=None)
+    path = tmp_path / "vit_b_32.pt"
+    torch.save(other.state_dict(), path)
+    with pytest.raises(PretrainedWeightsError, match="Could not load CLIP weights"):
+        load_clip(TINY_BACKBONE, path)
+
+
+def test_local_state_dict_and_checkpoint_round_trip(tmp_path, clip: torch.nn.Module) -> None:
+    state = {key: value.float() for key, value in clip.state_dict().items()}
+    plain, wrapped = tmp_path / "plain.pth", tmp_path / "wrapped.pt"
+    torch.save(state, plain)
+    torch.save({"epoch": 3, "state_dict": {f"module.{key}": value for key, value in state.items()}}, wrapped)
+    for path in (plain, str(wrapped)):
+        loaded = load_clip(TINY_BACKBONE, path).state_dict()
+        assert all(torch.equal(loaded[key], value) for key, value in state.items())
+
+
+def test_openai_state_dict_gets_quick_gelu(tmp_path, clip: torch.nn.Module) -> None:
+    state = {key: value.float() for key, value in clip.state_dict().items()}
+    state |= {"input_resolution": torch.tensor(240), "context_length": torch.tensor(77), "vocab_size": torch.tensor(1)}
+    path = tmp_path / "openai_style.pt"
+    torch.save(state, path)
+    loaded = load_clip(TINY_BACKBONE, path)
+    assert isinstance(loaded.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+    default = load_clip(TINY_BACKBONE, None)
+    assert not isinstance(default.visual.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+
+
+def test_offline_tag_download_fails_with_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args, **kwargs) -> None:
+        msg = "network is unreachable"
+        raise OSError(msg)
+
+    monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: offline() if k.get("pretrained") else None)
+    with pytest.raises(PretrainedWeightsError, match=r"'laion400m_e31'.*'ViT-B-16-plus-240'.*--model.pretrained /path"):
+        load_clip("ViT-B-16-plus-240", "laion400m_e31")
+
+
+# ------------------------------------------------------------------------------------------------------------ vision
+def _plain_blocks(clip: torch.nn.Module, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Outputs of every block of the original path, from a hand-written embedding."""
+    visual = clip.visual
+    patches = visual.conv1(tokens).flatten(2).transpose(1, 2)
+    hidden = torch.cat([visual.class_embedding.expand(patches.shape[0], 1, -1), patches], dim=1)
+    hidden = visual.ln_pre(hidden + visual.positional_embedding)
+    outputs = []
+    for block in visual.transformer.resblocks:
+        hidden = block(hidden)
+        outputs.append(hidden)
+    return outputs
+
+
+def test_class_and_patch_tokens_match_plain_clip(clip, vision, images) -> None:
+    features = vision(images, patch_layers=[3, 8])
+    torch.testing.assert_close(features.class_token, clip.encode_image(images))
+    outputs = _plain_blocks(clip, images)
+    torch.testing.assert_close(features.patch_tokens[3], outputs[2][:, 1:])
+    torch.testing.assert_close(features.patch_tokens[8], outputs[7][:, 1:])
+    assert features.grid_size == (15, 15)
+    projected = vision.project(outputs[7][:, 1:])
+    torch.testing.assert_close(projected, clip.visual.ln_post(outputs[7][:, 1:]) @ clip.visual.proj)
+
+
+def _naive_vv(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """q = k = v attention written head by head with an explicit softmax."""
+    attention = block.attn
+    width, heads = attention.embed_dim, attention.num_heads
+    head_dim = width // heads
+    normed = block.ln_1(x)
+    value = normed @ attention.in_proj_weight[2 * width :].T + attention.in_proj_bias[2 * width :]
+    outputs = []
+    for head in range(heads):
+        v = value[..., head * head_dim : (head + 1) * head_dim]
+        weights = torch.softmax(v @ v.transpose(-1, -2) / math.sqrt(head_dim), dim=-1)
+        outputs.append(weights @ v)
+    return attention.out_proj(torch.cat(outputs, dim=-1))
+
+
+@pytest.mark.parametrize("start", [1, 6])
+def test_vv_stream_matches_naive_dual_path(clip, vision, images, start: int) -> None:
+    features = vision(images, vv_start_layer=start, vv_layers=[start, 8])
+    outputs = _plain_blocks(clip, images)
+    visual = clip.visual
+    patches = visual.conv1(images).flatten(2).transpose(1, 2)
+    hidden = visual.ln_pre(
+        torch.cat([visual.class_embedding.expand(2, 1, -1), patches], dim=1) + visual.positional_embedding,
+    )
+    block_inputs = [hidden, *outputs[:-1]]
+    stream = block_inputs[start - 1]
+    expected = {}
+    for layer in range(start, 9):
+        block = visual.transformer.resblocks[layer - 1]
+        stream = stream + _naive_vv(block, block_inputs[layer - 1])
+        expected[layer] = stream[:, 1:]
+    torch.testing.assert_close(features.vv_tokens[start], expected[start])
+    torch.testing.assert_close(features.vv_tokens[8], expected[8])
+    # the original path is untouched by the V-V stream
+    torch.testing.assert_close(features.class_token, clip.encode_image(images))
+
+
+@pytest.mark.parametrize("window_size", [2, 3])
+def test_window_tokens_match_window_by_window_forward(clip, vision, images, window_size: int) -> None:
+    indices = window_indices((15, 15), window_size)
+    assert indices.shape == ((16 - window_size) ** 2, window_size**2)
+    features = vision(images, windows=[indices])
+    visual = clip.visual
+    patches = visual.conv1(images).flatten(2).transpose(1, 2) + visual.positional_embedding[1:]
+    class_token = visual.class_embedding + visual.positional_embedding[0]
+    for window in [0, 7, indices.shape[0] - 1]:
+        row, column = divmod(window, 16 - window_size)
+        kept = [(row + i) * 15 + column + j for i in range(window_size) for j in range(window_size)]
+        sequence = torch.cat([class_token.expand(2, 1, -1), patches[:, kept]], dim=1)
+        hidden = visual.ln_pre(sequence)
+        for block in visual.transformer.resblocks:
+            hidden = block(hidden)
+        expected = visual.ln_post(hidden[:, 0]) @ visual.proj
+        torch.testing.assert_close(features.window_tokens[0][:, window], expected)
+
+
+def test_window_indices_reject_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        window_indices((2, 2), 3)
+    with pytest.raises(ValueError, match="positive"):
+        window_indices((4, 4), 0)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_position_embeddings_interpolate_for_other_sizes(clip, images, mode: str) -> None:
+    tower = ClipVisionTower(clip.visual, position_interpolation=mode)
+    small = images[:, :, :160, :208]
+    features = tower(small, patch_layers=[8])
+    assert features.grid_size == (10, 13)
+    assert features.patch_tokens[8].shape == (2, 130, 64)
+    grid = clip.visual.positional_embedding[1:].reshape(1, 15, 15, -1).permute(0, 3, 1, 2)
+    resized = F.interpolate(grid, size=(10, 13), mode=mode, align_corners=False).permute(0, 2, 3, 1).reshape(130, -1)
+    torch.testing.assert_close(tower.position_embedding((10, 13))[1:], resized)
+    torch.testing.assert_close(tower.position_embedding((10, 13))[0], clip.visual.positional_embedding[0])
+
+
+def test_bad_images_and_layers_are_clear_errors(clip, vision, images) -> None:
+    with pytest.raises(ValueError, match="3-channel RGB"):
+        vision(images[:, :1])
+    with pytest.raises(ValueError, match="shape"):
+        vision(images[0])
+    with pytest.raises(TypeError, match="floating-point"):
+        vision((images * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match=r"size \(240, 240\)"):
+        validate_images(images[:, :, :, :200], expected_size=(240, 240))
+    with pytest.raises(ValueError, match=r"blocks 1\.\.8"):
+        vision(images, patch_layers=[9])
+    with pytest.raises(ValueError, match="vv_start_layer"):
+        vision(images, vv_layers=[3])
+    with pytest.raises(ValueError, match="position_interpolation"):
+        ClipVisionTower(clip.visual, position_interpolation="nearest")
+    with pytest.raises(TypeError, match="class-token ViT"):
+        ClipVisionTower(torch.nn.Linear(2, 2))
+
+
+# -------------------------------------------------------------------------------------------------------------- text
+def test_text_tower_matches_encode_text(clip, text) -> None:
+    tokens = text.tokenize(["a photo of a bottle.", "a damaged bottle"])
+    torch.testing.assert_close(text(tokens), clip.encode_text(tokens))
+    expected = F.normalize(clip.encode_text(tokens).mean(dim=0), dim=-1)
+    torch.testing.assert_close(text.encode_prompt_set(["a photo of a bottle.", "a damaged bottle"]), expected)
+    assert text.width == 64
+    assert text.context_length == 77
+    assert text.logit_scale is clip.logit_scale
+
+
+def test_spliced_context_replaces_placeholder_embeddings(clip, text) -> None:
+    tokens = text.tokenize(["X X X X bottle.", "X X X X damaged bottle."])
+    context = torch.randn(4, 64, dtype=torch.float64, requires_grad=True)
+    spliced = splice_context(text.embed_tokens(tokens), context)
+    manual = clip.token_embedding(tokens).clone()
+    manual[:, 1:5] = context
+    torch.testing.assert_close(spliced, manual)
+    encoded = text(tokens, token_embeddings=spliced)
+    hidden = manual + clip.positional_embedding
+    hidden = clip.ln_final(clip.transformer(hidden, attn_mask=clip.attn_mask))
+    expected = hidden[torch.arange(2), tokens.argmax(-1)] @ clip.text_projection
+    torch.testing.assert_close(encoded, expected)
+    encoded.sum().backward()
+    assert context.grad is not None
+    assert context.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="context sets"):
+        splice_context(text.embed_tokens(tokens), torch.zeros(3, 4, 64, dtype=torch.float64))
+
+
+def test_deep_prompts_replace_tokens_at_chosen_layers(clip, text) -> None:
+    tokens = text.tokenize(["X X X X X X object.", "X X X X X X damaged object."])
+    deep = {2: torch.randn(3, 64, dtype=torch.float64), 4: torch.randn(3, 64, dtype=torch.float64)}
+    encoded = text(tokens, deep_prompts=deep)
+    hidden = clip.token_embedding(tokens) + clip.positional_embedding
+    for layer, block in enumerate(clip.transformer.resblocks, start=1):
+        if layer in deep:
+            hidden = hidden.clone()
+            hidden[:, 1:4] = deep[layer]
+        hidden = block(hidden, attn_mask=clip.attn_mask)
+    hidden = clip.ln_final(hidden)
+    torch.testing.assert_close(encoded, hidden[torch.arange(2), tokens.argmax(-1)] @ clip.text_projection)
+
+
+def test_tokenize_rejects_a_bare_string(text) -> None:
+    with pytest.raises(ValueError, match="non-empty list"):
+        text.tokenize("a photo of a bottle")
