@@ -1,0 +1,217 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Train learnable prompts on exactly k normal shots through Lightning's own training loop.
+
+anomalib 2.7's ``Engine.fit`` only *validates* models whose learning type is ``ZERO_SHOT`` or ``FEW_SHOT`` (no
+``training_step``, no optimizer). Prompt-learning methods (PromptAD, DevPrompt) do train, so
+:class:`FewShotPromptTrainingMixin` declares ``LearningType.ONE_CLASS`` and, in ``setup("fit")``, narrows the
+datamodule's train set to the ``k_shot`` chosen normal images:
+
+* the shots are drawn from the normal images of the **train** split by
+  :func:`anomalib_clipad.data.shots.select_shot_indices` (seeded, no duplicates); their paths are logged and stored
+  in the checkpoint (``checkpoint["few_shot_paths"]``);
+* all shots go in one batch (``train_batch_size = k_shot``), so one epoch is one optimizer step, as in PromptAD;
+* Lightning then runs the epochs, progress bar, logging and checkpointing as usual; the epoch count is the real one;
+* the frozen image encoder runs **once per training image**: :meth:`compute_cached_features` is called for images
+  not seen before and its output is cached by image path (no augmentation is used, so the features never change);
+  later epochs only run :meth:`loss_on_cached_features`;
+* a fixed number of epochs is run and the last state is used: no early stopping and no model selection. Validation
+  (anomalib's threshold and normalisation calibration) runs once, after the last epoch.
+
+Hosts implement four hooks:
+
+* :meth:`compute_cached_features` ``(images) -> dict[str, Tensor]``: frozen-encoder features of a batch;
+* :meth:`on_shots_encoded` ``(features)``: called once when every shot is cached (features stacked in the order of
+  :attr:`few_shot_paths`), e.g. to build a vision memory;
+* :meth:`loss_on_cached_features` ``(features) -> dict[str, Tensor]`` with a ``"loss"`` entry; every entry is logged
+  as ``train_<name>``;
+* :meth:`refresh_inference_state` ``()``: recompute whatever inference needs from the current parameters (e.g. text
+  prototypes); called before validation, test, predict and checkpointing when parameters changed.
+
+Use it as the first base: ``class PromptAD(FewShotPromptTrainingMixin, AnomalibModule)``; the host must have
+``k_shot`` and ``seed`` hyper-parameters (``self.hparams``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from anomalib import LearningType
+
+from anomalib_clipad.data.shots import normal_sample_indices, select_shot_indices
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PATHS_KEY = "few_shot_paths"
+
+
+class FewShotPromptTrainingMixin:
+    """Mixin for an ``AnomalibModule`` that trains prompts on k cached normal shots (see the module docstring)."""
+
+    few_shot_paths: list[str]
+
+    # ------------------------------------------------------------------------------------------ hooks to implement
+    def compute_cached_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Frozen-encoder features of pre-processed training images ``(B, 3, H, W)``; every value has batch dim B."""
+        raise NotImplementedError
+
+    def on_shots_encoded(self, features: dict[str, torch.Tensor]) -> None:
+        """Called once when all k shots are encoded (``(k, ...)`` features in :attr:`few_shot_paths` order)."""
+        del features
+
+    def loss_on_cached_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training losses of a batch of cached features; must contain ``"loss"``."""
+        raise NotImplementedError
+
+    def refresh_inference_state(self) -> None:
+        """Recompute inference buffers from the current parameters (called when they changed)."""
+
+    # ------------------------------------------------------------------------------------------------ anomalib
+    @property
+    def learning_type(self) -> LearningType:
+        """``ONE_CLASS``: trained on normal images only, through Lightning's training loop (see module docstring)."""
+        return LearningType.ONE_CLASS
+
+    # ---------------------------------------------------------------------------------------------- shot choice
+    def _shot_state(self) -> dict[str, Any]:
+        if "_few_shot_state" not in self.__dict__:
+            self.__dict__["_few_shot_state"] = {"cache": {}, "encoded": False, "stale": False}
+        return self.__dict__["_few_shot_state"]
+
+    def setup(self, stage: str) -> None:
+        """On ``"fit"``: narrow the datamodule's train set to the k seeded shots (other stages: nothing).
+
+        Lightning calls ``setup`` once per stage (``"fit"``, ``"validate"``, ``"test"``, ``"predict"``), after the
+        datamodule's own ``setup``; narrowing is idempotent, so repeated fits keep the same shots.
+        """
+        super().setup(stage)  # type: ignore[misc]
+        if stage == "fit":
+            self.narrow_train_set()
+
+    def narrow_train_set(self) -> list[str]:
+        """Restrict ``trainer.datamodule.train_data`` to the ``k_shot`` chosen normal images.
+
+        Returns:
+            The chosen image paths (also in :attr:`few_shot_paths`).
+
+        Raises:
+            RuntimeError: training without an anomalib datamodule.
+            ValueError: fewer normal training images than ``k_shot``.
+        """
+        trainer = self.trainer  # type: ignore[attr-defined]
+        datamodule = getattr(trainer, "datamodule", None)
+        dataset = getattr(datamodule, "train_data", None)
+        if dataset is None:
+            msg = (
+                f"{type(self).__name__} trains on k normal shots chosen from an anomalib datamodule's train split; "
+                "pass a datamodule (e.g. `--data MVTecAD`), not bare dataloaders."
+            )
+            raise RuntimeError(msg)
+        k_shot, seed = int(self.hparams.k_shot), int(self.hparams.seed)  # type: ignore[attr-defined]
+        normal = normal_sample_indices(dataset)
+        try:
+            chosen = [normal[index] for index in select_shot_indices(len(normal), k_shot, seed)]
+        except ValueError as error:
+            msg = f"{error} (normal images in the train split of {type(datamodule).__name__})."
+            raise ValueError(msg) from error
+        dataset.subsample(chosen, inplace=True)
+        datamodule.train_batch_size = k_shot
+        self.few_shot_paths = [str(path) for path in dataset.samples["image_path"]]
+        state = self._shot_state()
+        state["cache"] = {path: value for path, value in state["cache"].items() if path in self.few_shot_paths}
+        state["encoded"] = False
+        logger.info("%s trains on %d normal shot(s) (seed %d): %s", type(self).__name__, k_shot, seed, self.few_shot_paths)
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and max_epochs > 0:
+            # validation calibrates thresholds only; run it once, after the last (fixed) epoch
+            trainer.check_val_every_n_epoch = max_epochs
+        return self.few_shot_paths
+
+    # ------------------------------------------------------------------------------------------------- training
+    def cached_features(self, images: torch.Tensor, paths: list[str]) -> dict[str, torch.Tensor]:
+        """Features of a batch: from the cache, encoding (once) only images not seen before.
+
+        Args:
+            images: pre-processed images ``(B, 3, H, W)``.
+            paths: their file paths (cache keys).
+
+        Returns:
+            Stacked features of the batch, in batch order.
+        """
+        cache = self._shot_state()["cache"]
+        missing = [index for index, path in enumerate(paths) if path not in cache]
+        if missing:
+            with torch.no_grad():
+                fresh = self.compute_cached_features(images[missing])
+            for position, index in enumerate(missing):
+                cache[paths[index]] = {name: value[position].detach() for name, value in fresh.items()}
+        return {name: torch.stack([cache[path][name] for path in paths]) for name in cache[paths[0]]}
+
+    def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: ANN401
+        """One step on the (cached) features of the shots in the batch; logs every loss term."""
+        del args, kwargs
+        paths = [str(path) for path in batch.image_path]
+        features = self.cached_features(batch.image, paths)
+        state = self._shot_state()
+        if not state["encoded"] and all(path in state["cache"] for path in self.few_shot_paths):
+            self.on_shots_encoded(self.cached_features(batch.image, self.few_shot_paths))
+            state["encoded"] = True
+        losses = self.loss_on_cached_features(features)
+        state["stale"] = True
+        self.log_dict(  # type: ignore[attr-defined]
+            {f"train_{name}": value.detach() for name, value in losses.items()},
+            batch_size=len(paths),
+            prog_bar=False,
+            on_step=False,
+            on_epoch=True,
+        )
+        self.log("train_loss", losses["loss"].detach(), batch_size=len(paths), prog_bar=True, on_epoch=True)  # type: ignore[attr-defined]
+        return losses["loss"]
+
+    def _refresh_if_stale(self) -> None:
+        state = self._shot_state()
+        if state["stale"]:
+            self.refresh_inference_state()
+            state["stale"] = False
+
+    def on_train_epoch_end(self) -> None:
+        """Refresh inference buffers after the last epoch (so the checkpoint holds the final state)."""
+        super().on_train_epoch_end()  # type: ignore[misc]
+        trainer = self.trainer  # type: ignore[attr-defined]
+        if trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
+            self._refresh_if_stale()
+
+    def on_train_end(self) -> None:
+        """Refresh inference buffers when training stops (also when stopped early by the user)."""
+        super().on_train_end()  # type: ignore[misc]
+        self._refresh_if_stale()
+
+    def on_validation_start(self) -> None:
+        """Inference buffers must reflect the current parameters."""
+        super().on_validation_start()  # type: ignore[misc]
+        self._refresh_if_stale()
+
+    def on_test_start(self) -> None:
+        """Inference buffers must reflect the current parameters."""
+        super().on_test_start()  # type: ignore[misc]
+        self._refresh_if_stale()
+
+    def on_predict_start(self) -> None:
+        """Inference buffers must reflect the current parameters."""
+        super().on_predict_start()  # type: ignore[misc]
+        self._refresh_if_stale()
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the shot paths (and make sure the saved buffers are current)."""
+        self._refresh_if_stale()
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        checkpoint[CHECKPOINT_PATHS_KEY] = list(getattr(self, "few_shot_paths", []))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the shot paths of a trained checkpoint."""
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        self.few_shot_paths = list(checkpoint.get(CHECKPOINT_PATHS_KEY, []))
