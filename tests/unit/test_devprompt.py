@@ -129,3 +129,221 @@ class TestDeviationLoss:
             criterion(torch.randn(2, 10), torch.zeros(3))
         with pytest.raises(ValueError, match=r"\(batch, patches\)"):
             criterion(torch.randn(10), torch.zeros(1))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Torch model on the tiny random-init CLIP
+# ---------------------------------------------------------------------------------------------------------------------
+TINY = "clipad-tiny-vit-16"
+
+
+def normalised_images(n: int, seed: int) -> torch.Tensor:
+    """Random [0, 1] RGB images normalised with CLIP's mean and std, as the pre-processor delivers them."""
+    from anomalib_clipad.models.common import CLIP_MEAN, CLIP_STD
+
+    pixels = torch.rand(n, 3, 240, 240, generator=torch.Generator().manual_seed(seed))
+    return (pixels - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def shots() -> torch.Tensor:
+    return normalised_images(2, seed=11)
+
+
+@pytest.fixture(scope="module")
+def model(shots: torch.Tensor):
+    from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
+
+    torch.manual_seed(0)
+    devprompt = DevPromptModel(TINY, None, n_synthetic_per_shot=2, seed=3)
+    devprompt.setup("bottle", shots)
+    devprompt.calls_after_setup = devprompt.image_encoder_calls
+    with torch.no_grad():  # a non-trivial context, as after some training
+        devprompt.prompt_learner.context.normal_(0, 0.5)
+    devprompt.eval()
+    return devprompt
+
+
+def paper_text_features(devprompt, class_name: str) -> torch.Tensor:
+    """e_n, e_a = g([C; suffix]) through the open_clip modules directly (eq. 1-2), L2-normalised."""
+    import open_clip
+
+    text = devprompt.text
+    tokens = open_clip.get_tokenizer(TINY)([f"X X X X normal {class_name}.", f"X X X X defective {class_name}."])
+    embedded = text.token_embedding(tokens).clone()
+    embedded[:, 1:5] = devprompt.prompt_learner.context
+    hidden = embedded + text.positional_embedding
+    for block in text.blocks:
+        hidden = block(hidden, attn_mask=text.attn_mask)
+    hidden = text.ln_final(hidden)
+    pooled = hidden[torch.arange(2), tokens.argmax(dim=-1)] @ text.text_projection
+    return pooled / pooled.norm(dim=-1, keepdim=True)
+
+
+def paper_vision_memory_score(devprompt, shots: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """M_v = mean over blocks 3 and 8 of min_r (1 - cos) / 2 (PromptAD eq. 8), with explicit loops."""
+    references = devprompt.vision(shots, patch_layers=(3, 8))
+    queries = devprompt.vision(images, patch_layers=(3, 8))
+    maps = []
+    for layer in (3, 8):
+        memory = references.patch_tokens[layer].reshape(-1, references.patch_tokens[layer].shape[-1])
+        memory = memory / memory.norm(dim=-1, keepdim=True)
+        query = queries.patch_tokens[layer] / queries.patch_tokens[layer].norm(dim=-1, keepdim=True)
+        cosine = torch.einsum("bpc,mc->bpm", query, memory)
+        maps.append(((1 - cosine) / 2).min(dim=-1).values)
+    return (maps[0] + maps[1]) / 2
+
+
+class TestDevPromptModel:
+    """Equations of the model on fixed random weights against independent computations."""
+
+    def test_text_features_follow_the_shared_context_prompts(self, model) -> None:
+        expected = paper_text_features(model, "bottle")
+        assert torch.allclose(model.prompt_features(), expected, atol=1e-5)
+        assert torch.allclose(model.text_features, expected, atol=1e-5)  # refreshed when switched to eval
+        assert model.prompt_learner.prompts("metal nut") == [
+            "X X X X normal metal nut.",
+            "X X X X defective metal nut.",
+        ]
+
+    def test_training_loss_matches_paper(self, model, shots: torch.Tensor) -> None:
+        from anomalib_clipad.models.devprompt.torch_model import synthesize_anomalies
+
+        step = 3
+        torch.manual_seed(42)
+        loss = model.training_loss(step)
+        torch.manual_seed(42)
+        reference = torch.randn(5000)
+
+        anomalous, _ = synthesize_anomalies(shots, 2, seed=3)
+        bags = torch.cat([shots, anomalous[:, step % 2]])  # every shot and its anomaly number (step mod n)
+        tokens = model.vision(bags, vv_start_layer=1, vv_layers=(8,)).vv_tokens[8]
+        patches = model.vision.ln_post(tokens) @ model.vision.proj
+        patches = patches / patches.norm(dim=-1, keepdim=True)
+        scores = patches @ paper_text_features(model, "bottle")[1]  # s(p) = s_a(p), eq. 3
+        labels = torch.tensor([0.0, 0.0, 1.0, 1.0])
+        assert loss.item() == pytest.approx(paper_deviation_loss(scores, labels, reference), rel=1e-4)
+
+    def test_scores_match_paper(self, model, shots: torch.Tensor) -> None:
+        from scipy.ndimage import gaussian_filter
+
+        images = normalised_images(3, seed=5)
+        images[0] = shots[0]
+        with torch.no_grad():
+            output = model(images)
+            vision = paper_vision_memory_score(model, shots, images)
+            tokens = model.vision(images, vv_start_layer=1, vv_layers=(8,)).vv_tokens[8]
+            patches = model.vision.ln_post(tokens) @ model.vision.proj
+            cosine = (patches / patches.norm(dim=-1, keepdim=True)) @ paper_text_features(model, "bottle")[1]
+        deviation = cosine.abs()  # |s(p) - 0| / 1 under the N(0, 1) prior
+        bag = deviation.sort(dim=1, descending=True).values[:, :22].mean(dim=1)  # K = 10 % of 225
+        normal = torch.distributions.Normal(0.0, 1.0)
+        pixel_probability = 2 * normal.cdf(deviation) - 1
+        image_probability = 2 * normal.cdf(bag) - 1
+        expected_score = 1 / (1 / vision.max(dim=1).values + 1 / image_probability)
+        assert torch.allclose(output.pred_score, expected_score, atol=1e-5)
+        assert vision[0].max() < 1e-5  # a shot is its own nearest reference
+
+        grid = (1 / (1 / vision + 1 / pixel_probability)).reshape(3, 1, 15, 15)
+        upsampled = torch.nn.functional.interpolate(grid, size=(240, 240), mode="bilinear", align_corners=False)
+        expected_map = torch.stack(
+            [torch.from_numpy(gaussian_filter(image_map.numpy(), sigma=4 * 240 / 400)) for image_map in upsampled[:, 0]]
+        )
+        assert output.anomaly_map.shape == (3, 240, 240)
+        assert torch.allclose(output.anomaly_map, expected_map.float(), atol=1e-5)
+        assert output.pred_score.min() >= 0
+        assert output.pred_score.max() <= 1
+
+    def test_only_the_context_is_trainable(self, model) -> None:
+        trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+        assert trainable == ["prompt_learner.context"]
+        model.train()
+        try:
+            model.training_loss(0).backward()
+        finally:
+            model.eval()
+        with_grad = [name for name, parameter in model.named_parameters() if parameter.grad is not None]
+        assert with_grad == ["prompt_learner.context"]
+        assert model.prompt_learner.context.grad.abs().sum() > 0
+        model.prompt_learner.context.grad = None
+
+    def test_training_reuses_cached_features(self, model) -> None:
+        assert model.calls_after_setup == 2  # setup: one batch of shots, one batch of synthesised anomalies
+        calls = model.image_encoder_calls
+        for step in range(4):
+            model.training_loss(step)
+        assert model.image_encoder_calls == calls
+
+    def test_state_dict_round_trip(self, model) -> None:
+        from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
+
+        images = torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(9))
+        restored = DevPromptModel(TINY, None, n_synthetic_per_shot=2)
+        restored.load_state_dict(model.state_dict())
+        restored.eval()
+        with torch.no_grad():
+            expected, actual = model(images), restored(images)
+        assert torch.allclose(expected.pred_score, actual.pred_score)
+        assert torch.allclose(expected.anomaly_map, actual.anomaly_map)
+        assert "normal_patch_embeddings" not in model.state_dict()  # the training cache stays out of checkpoints
+
+    def test_bad_input(self, model) -> None:
+        from anomalib_clipad.models.devprompt.torch_model import DevPromptModel, SharedContextPromptLearner
+
+        with pytest.raises(ValueError, match="3-channel"):
+            model(torch.randn(1, 1, 240, 240))
+        with pytest.raises(ValueError, match="size"):
+            model(torch.randn(1, 3, 224, 224))
+        with pytest.raises(ValueError, match="placeholder"):
+            SharedContextPromptLearner(64, normal_suffix="normal")
+        with pytest.raises(ValueError, match=r"blocks 1\.\.8"):
+            DevPromptModel(TINY, None, memory_layers=(3, 12))
+        fresh = DevPromptModel(TINY, None)
+        with pytest.raises(RuntimeError, match="setup"):
+            fresh(torch.randn(1, 3, 240, 240))
+        with pytest.raises(RuntimeError, match="setup"):
+            fresh.training_loss(0)
+        with pytest.raises(ValueError, match="class name"):
+            fresh.setup(" ", torch.randn(1, 3, 240, 240))
+
+
+class TestAnomalousBags:
+    """Perlin synthesis of the anomalous bags (our interpretation) and its switch."""
+
+    def test_perlin_anomalies_are_local_and_reproducible(self, shots: torch.Tensor) -> None:
+        from anomalib_clipad.models.devprompt.torch_model import synthesize_anomalies
+
+        state = torch.random.get_rng_state()
+        anomalous, masks = synthesize_anomalies(shots[:1], 2, seed=1)
+        assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is untouched
+        again, _ = synthesize_anomalies(shots[:1], 2, seed=1)
+        other, _ = synthesize_anomalies(shots[:1], 2, seed=2)
+        assert anomalous.shape == (1, 2, 3, 240, 240)
+        assert masks.shape == (1, 2, 240, 240)
+        assert torch.equal(anomalous, again)
+        assert not torch.equal(anomalous, other)
+        original = shots[0].unsqueeze(0).expand(2, -1, -1, -1)
+        for index in range(2):
+            inside = masks[0, index].bool()
+            assert inside.any()
+            difference = (anomalous[0, index] - original[index]).abs()
+            assert difference[:, ~inside].max() < 1e-5  # untouched outside the Perlin mask
+            assert difference[:, inside].max() > 1e-2
+
+    def test_switch_off_trains_on_normal_bags_only(self, shots: torch.Tensor) -> None:
+        from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
+
+        devprompt = DevPromptModel(TINY, None, synthesize_anomalies=False)
+        devprompt.setup("bottle", shots)
+        assert devprompt.image_encoder_calls == 1
+        embeddings, labels = devprompt.training_bags(0)
+        assert embeddings.shape == (2, 225, 32)
+        assert labels.tolist() == [0.0, 0.0]
+        with pytest.raises(ValueError, match="at least 1"):
+            DevPromptModel(TINY, None, synthesize_anomalies=True, n_synthetic_per_shot=0)
+
+    def test_bags_cycle_through_the_bank(self, model) -> None:
+        embeddings, labels = model.training_bags(5)
+        assert labels.tolist() == [0.0, 0.0, 1.0, 1.0]
+        assert torch.equal(embeddings[2:], model.anomalous_patch_embeddings[:, 1])
+        assert torch.equal(model.training_bags(4)[0][2:], model.anomalous_patch_embeddings[:, 0])
