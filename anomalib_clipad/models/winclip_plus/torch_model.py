@@ -109,6 +109,7 @@ class WinCLIPPlusModel(nn.Module):
         self,
         backbone: str = DEFAULT_BACKBONE,
         pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
+        *,
         scales: Sequence[int] = (2, 3),
         image_size: int = 240,
         temperature: float = TEMPERATURE,
@@ -190,10 +191,12 @@ class WinCLIPPlusModel(nn.Module):
         anomalous_states = [*self.anomalous_states, *(task_specific_states or [])]
         normal_prompts = compositional_prompts(class_name, self.normal_states, self.templates)
         anomalous_prompts = compositional_prompts(class_name, anomalous_states, self.templates)
-        prototypes = torch.stack([
-            self.text.encode_prompt_set(normal_prompts),
-            self.text.encode_prompt_set(anomalous_prompts),
-        ])
+        prototypes = torch.stack(
+            [
+                self.text.encode_prompt_set(normal_prompts),
+                self.text.encode_prompt_set(anomalous_prompts),
+            ]
+        )
         self.text_prototypes = prototypes.to(self.text_prototypes.device)
         self.class_name = class_name
         logger.info(
@@ -242,8 +245,11 @@ class WinCLIPPlusModel(nn.Module):
         return (cosine / self.temperature).softmax(dim=-1)[..., 1]
 
     def zero_shot_map(self, features: WinCLIPFeatures, image_score: torch.Tensor) -> torch.Tensor:
-        """WinCLIP's zero-shot map ``(B, N)``: per scale, window scores harmonically averaged over the windows covering
-        each patch (eq. 3); the scales (and the image-level score) combined by a harmonic mean (§4.2)."""
+        """WinCLIP's zero-shot map ``(B, N)`` (§4.2).
+
+        Per scale, the window scores are harmonically averaged over the windows covering each patch (eq. 3); the
+        scales (and the image-level score) are then combined by a harmonic mean.
+        """
         n_patches = features.grid_size[0] * features.grid_size[1]
         maps = [
             aggregate_windows(self.anomaly_probability(windows), self.window_indices(scale), n_patches, "harmonic")
@@ -254,8 +260,11 @@ class WinCLIPPlusModel(nn.Module):
         return harmonic_mean(torch.stack(maps), dim=0)
 
     def few_shot_map(self, features: WinCLIPFeatures) -> torch.Tensor:
-        """WinCLIP+'s vision-based map ``M^W`` ``(B, N)``: the mean of the patch, small- and mid-window associations
-        (eq. 4-5); window associations are spread to patches by harmonic averaging."""
+        """WinCLIP+'s vision-based map ``M^W`` ``(B, N)`` (eq. 4-5).
+
+        The mean of the patch, small- and mid-window associations; window associations are spread to patches by
+        harmonic averaging.
+        """
         n_patches = features.grid_size[0] * features.grid_size[1]
         maps = [associate(features.patches, self.patch_memory)]
         for scale, windows in zip(self.scales, features.windows, strict=True):
@@ -317,7 +326,7 @@ class WinCLIPPlusModel(nn.Module):
             raise WinCLIPNotReadyError(msg)
         validate_images(images, (self.image_size, self.image_size))
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Resize the set-up buffers to the loaded shapes (they depend on the class's prompts and on ``K``)."""
         for name in ("text_prototypes", "patch_memory", *(f"window_memory_{scale}" for scale in self.scales)):
             key = prefix + name

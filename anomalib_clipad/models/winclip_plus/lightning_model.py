@@ -1,0 +1,201 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""WinCLIP / WinCLIP+ as an anomalib model.
+
+Zero-shot (``k_shot=0``, WinCLIP) or few-normal-shot (``k_shot>0``, WinCLIP+). Nothing is trained: ``setup`` builds the
+text prototypes of the class and, for WinCLIP+, the reference memories of ``k_shot`` normal images, drawn from the
+datamodule's train split by a seeded sampler (or from a user folder). Their file paths are logged and stored in the
+checkpoint.
+
+Example:
+    >>> from anomalib.data import MVTecAD
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_clipad import WinCLIPPlus
+    >>> model = WinCLIPPlus(k_shot=1)  # doctest: +SKIP
+    >>> Engine().test(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
+
+Paper: Jeong et al., "WinCLIP: Zero-/Few-Shot Anomaly Classification and Segmentation", CVPR 2023.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import Evaluator
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+
+from anomalib_clipad.components.prompts import class_specific_anomalous_states, known_categories, prompt_class_name
+from anomalib_clipad.data.shots import Shots, collect_shots, load_reference_folder
+from anomalib_clipad.models.common import clip_pre_processor, clip_transform, resolve_class_name
+
+from .torch_model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, WinCLIPPlusModel
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_STATES = "builtin"
+"""Value of ``task_specific_states`` that selects the built-in MVTec AD / VisA defect list of the category."""
+
+_CHECKPOINT_KEY = "winclip_plus_reference_paths"
+
+__all__ = ["WinCLIPPlus"]
+
+
+class WinCLIPPlus(AnomalibModule):
+    """WinCLIP (zero-shot) and WinCLIP+ (few-normal-shot) anomaly classification and segmentation.
+
+    Named ``WinCLIPPlus`` so that it never collides with anomalib's built-in ``WinClip``, even case-insensitively
+    (``anomalib.models.get_model`` compares lower-case names).
+
+    Args:
+        class_name: object name for the prompts; default: the datamodule's ``category`` (e.g. MVTecAD's). Dataset
+            names are mapped to words (``metal_nut`` -> ``"metal nut"``).
+        k_shot: number of normal reference images; ``0`` runs zero-shot WinCLIP, ``> 0`` WinCLIP+.
+        scales: window sizes in patches (paper: 2 and 3).
+        backbone: open_clip architecture (paper: ``ViT-B-16-plus-240``).
+        pretrained: open_clip pretrained tag, path to a local weight file, or ``None`` (random weights, tests only).
+        image_size: side of the square model input in pixels (paper: 240).
+        seed: seed of the reference-image selection.
+        few_shot_source: folder of normal reference images to use instead of the train split.
+        task_specific_states: extra anomalous state phrases (``{}`` = class name), or ``"builtin"`` for the MVTec AD /
+            VisA defect list of the category; ``None`` uses the paper's generic states only.
+        pre_processor: pre-processor, ``True`` for the default (bicubic resize to ``image_size`` + CLIP mean/std).
+        post_processor: post-processor, ``True`` for the default.
+        evaluator: evaluator, ``True`` for the default.
+        visualizer: visualizer, ``True`` for the default.
+
+    Raises:
+        ValueError: ``k_shot`` is negative.
+    """
+
+    def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
+        self,
+        class_name: str | None = None,
+        k_shot: int = 0,
+        scales: tuple[int, ...] = (2, 3),
+        backbone: str = DEFAULT_BACKBONE,
+        pretrained: str | None = DEFAULT_PRETRAINED,
+        image_size: int = 240,
+        seed: int = 0,
+        few_shot_source: str | Path | None = None,
+        task_specific_states: list[str] | str | None = None,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        if k_shot < 0:
+            msg = f"k_shot must be 0 (zero-shot WinCLIP) or positive (WinCLIP+), got {k_shot}."
+            raise ValueError(msg)
+        if isinstance(task_specific_states, str) and task_specific_states != BUILTIN_STATES:
+            msg = f"task_specific_states must be a list of state phrases, {BUILTIN_STATES!r} or None."
+            raise ValueError(msg)
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor((image_size, image_size))
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.model = WinCLIPPlusModel(backbone, pretrained, scales=scales, image_size=image_size)
+        self.class_name = class_name
+        self.k_shot = k_shot
+        self.image_size = image_size
+        self.seed = seed
+        self.few_shot_source = Path(few_shot_source) if few_shot_source else None
+        self.task_specific_states = task_specific_states
+        self.reference_paths: list[str] = []
+        self.is_setup = False
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the text prototypes and, for WinCLIP+, the reference memories (once per model).
+
+        Raises:
+            ValueError: no class name (neither ``class_name`` nor a datamodule ``category``), ``k_shot`` larger than
+                the number of normal train images, or unknown category for ``task_specific_states="builtin"``.
+        """
+        del stage
+        if self.is_setup:
+            return
+        trainer = getattr(self, "_trainer", None)
+        category = resolve_class_name(self.class_name, trainer)
+        references = None
+        if self.k_shot:
+            shots = self._collect_shots(trainer)
+            references = shots.images
+            self.reference_paths = shots.paths
+            logger.info("WinCLIP+ reference images (k=%d, seed=%d): %s", self.k_shot, self.seed, shots.paths)
+        self.model.setup(prompt_class_name(category), references, self._task_specific_states(category))
+        self.is_setup = True
+
+    def _collect_shots(self, trainer: Any) -> Shots:
+        transform = getattr(self.pre_processor, "transform", None) or clip_transform(self.image_size)
+        if self.few_shot_source is not None:
+            return load_reference_folder(self.few_shot_source, self.k_shot, self.seed, transform)
+        datamodule = getattr(trainer, "datamodule", None)
+        train_data = getattr(datamodule, "train_data", None)
+        if train_data is None:
+            msg = (
+                f"WinCLIP+ with k_shot={self.k_shot} needs normal reference images: run it with a datamodule that has "
+                "a train split, or pass `few_shot_source` (a folder of normal images)."
+            )
+            raise ValueError(msg)
+        return collect_shots(train_data, self.k_shot, self.seed, transform)
+
+    def _task_specific_states(self, category: str) -> list[str] | None:
+        if self.task_specific_states != BUILTIN_STATES:
+            return self.task_specific_states
+        states = class_specific_anomalous_states(category)
+        if states is None:
+            msg = (
+                f"No built-in defect list for category {category!r}; known: {', '.join(known_categories())}. "
+                "Pass the state phrases as a list instead."
+            )
+            raise ValueError(msg)
+        return states
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the reference image paths in the checkpoint."""
+        checkpoint[_CHECKPOINT_KEY] = list(self.reference_paths)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the reference image paths; the memories themselves are buffers of the state dict."""
+        self.reference_paths = list(checkpoint.get(_CHECKPOINT_KEY, []))
+
+    @staticmethod
+    def configure_optimizers() -> None:
+        """WinCLIP / WinCLIP+ train nothing."""
+        return
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> Batch:
+        """Score a validation batch (anomalib calibrates thresholds and normalisation on these)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No training: no special trainer arguments."""
+        return {}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """``FEW_SHOT`` with reference images, else ``ZERO_SHOT``."""
+        return LearningType.FEW_SHOT if self.k_shot else LearningType.ZERO_SHOT
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Bicubic resize to the model input (default 240x240) and CLIP mean/std normalisation."""
+        return clip_pre_processor(image_size or (240, 240))
+
+    @staticmethod
+    def configure_post_processor() -> PostProcessor:
+        """Anomalib's default post-processor (thresholds and min-max normalisation from the validation set)."""
+        return PostProcessor()
