@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 
+from anomalib_clipad.clip.loading import load_clip
 from anomalib_clipad.models.devprompt.loss import (
     DeviationLoss,
     deviation_loss,
@@ -155,13 +156,13 @@ def model(shots: torch.Tensor):
     from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
     torch.manual_seed(0)
-    devprompt = DevPromptModel(TINY, None, n_synthetic_per_shot=2, seed=3)
-    devprompt.setup("bottle", shots)
+    devprompt = DevPromptModel(load_clip(TINY, None), TINY, n_synthetic_per_shot=2, seed=3)
+    devprompt.training_features = devprompt.setup("bottle", shots)
     devprompt.calls_after_setup = devprompt.image_encoder_calls
     with torch.no_grad():  # a non-trivial context, as after some training
         devprompt.prompt_learner.context.normal_(0, 0.5)
-    devprompt.eval()
-    return devprompt
+    devprompt.update_text_features()
+    return devprompt.eval()
 
 
 def paper_text_features(devprompt, class_name: str) -> torch.Tensor:
@@ -200,7 +201,7 @@ class TestDevPromptModel:
     def test_text_features_follow_the_shared_context_prompts(self, model) -> None:
         expected = paper_text_features(model, "bottle")
         assert torch.allclose(model.prompt_features(), expected, atol=1e-5)
-        assert torch.allclose(model.text_features, expected, atol=1e-5)  # refreshed when switched to eval
+        assert torch.allclose(model.text_features, expected, atol=1e-5)
         assert model.prompt_learner.prompts("metal nut") == [
             "X X X X normal metal nut.",
             "X X X X defective metal nut.",
@@ -211,7 +212,7 @@ class TestDevPromptModel:
 
         step = 3
         torch.manual_seed(42)
-        loss = model.training_loss(step)
+        loss = model.training_loss(model.training_features, step)
         torch.manual_seed(42)
         reference = torch.randn(5000)
 
@@ -240,7 +241,10 @@ class TestDevPromptModel:
         normal = torch.distributions.Normal(0.0, 1.0)
         pixel_probability = 2 * normal.cdf(deviation) - 1
         image_probability = 2 * normal.cdf(bag) - 1
-        expected_score = 1 / (1 / vision.max(dim=1).values + 1 / image_probability)
+        upsampled_vision = torch.nn.functional.interpolate(
+            vision.reshape(3, 1, 15, 15), size=(240, 240), mode="bilinear", align_corners=False
+        )
+        expected_score = 1 / (1 / upsampled_vision.flatten(1).max(dim=1).values + 1 / image_probability)
         assert torch.allclose(output.pred_score, expected_score, atol=1e-5)
         assert vision[0].max() < 1e-5  # a shot is its own nearest reference
 
@@ -259,7 +263,7 @@ class TestDevPromptModel:
         assert trainable == ["prompt_learner.context"]
         model.train()
         try:
-            model.training_loss(0).backward()
+            model.training_loss(model.training_features, 0).backward()
         finally:
             model.eval()
         with_grad = [name for name, parameter in model.named_parameters() if parameter.grad is not None]
@@ -271,21 +275,27 @@ class TestDevPromptModel:
         assert model.calls_after_setup == 2  # setup: one batch of shots, one batch of synthesised anomalies
         calls = model.image_encoder_calls
         for step in range(4):
-            model.training_loss(step)
+            model.training_loss(model.training_features, step)
         assert model.image_encoder_calls == calls
 
     def test_state_dict_round_trip(self, model) -> None:
         from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
         images = torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(9))
-        restored = DevPromptModel(TINY, None, n_synthetic_per_shot=2)
+        restored = DevPromptModel(load_clip(TINY, None), TINY, n_synthetic_per_shot=2)
         restored.load_state_dict(model.state_dict())
         restored.eval()
         with torch.no_grad():
             expected, actual = model(images), restored(images)
         assert torch.allclose(expected.pred_score, actual.pred_score)
         assert torch.allclose(expected.anomaly_map, actual.anomaly_map)
-        assert "normal_patch_embeddings" not in model.state_dict()  # the training cache stays out of checkpoints
+        assert sorted(key for key in model.state_dict() if not key.startswith(("vision.", "text."))) == [
+            "memory_3",
+            "memory_8",
+            "prompt_learner.context",
+            "prompt_learner.tokens",
+            "text_features",
+        ]  # the training features stay out of checkpoints
 
     def test_bad_input(self, model) -> None:
         from anomalib_clipad.models.devprompt.torch_model import DevPromptModel, SharedContextPromptLearner
@@ -296,15 +306,19 @@ class TestDevPromptModel:
             model(torch.randn(1, 3, 224, 224))
         with pytest.raises(ValueError, match="placeholder"):
             SharedContextPromptLearner(64, normal_suffix="normal")
+        clip = load_clip(TINY, None)
         with pytest.raises(ValueError, match=r"blocks 1\.\.8"):
-            DevPromptModel(TINY, None, memory_layers=(3, 12))
-        fresh = DevPromptModel(TINY, None)
-        with pytest.raises(RuntimeError, match="setup"):
+            DevPromptModel(clip, TINY, memory_layers=(3, 12))
+        with pytest.raises(ValueError, match="multiple of the patch size"):
+            DevPromptModel(clip, TINY, image_size=250)
+        fresh = DevPromptModel(clip, TINY)
+        with pytest.raises(RuntimeError, match="train it"):
             fresh(torch.randn(1, 3, 240, 240))
-        with pytest.raises(RuntimeError, match="setup"):
-            fresh.training_loss(0)
         with pytest.raises(ValueError, match="class name"):
             fresh.setup(" ", torch.randn(1, 3, 240, 240))
+        other = DevPromptModel(load_clip(TINY, None, image_size=256), TINY, image_size=256)
+        with pytest.raises(ValueError, match="another backbone"):
+            other.load_state_dict(model.state_dict())
 
 
 class TestAnomalousBags:
@@ -333,17 +347,23 @@ class TestAnomalousBags:
     def test_switch_off_trains_on_normal_bags_only(self, shots: torch.Tensor) -> None:
         from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
-        devprompt = DevPromptModel(TINY, None, synthesize_anomalies=False)
-        devprompt.setup("bottle", shots)
+        clip = load_clip(TINY, None)
+        devprompt = DevPromptModel(clip, TINY, synthesize_anomalies=False)
+        features = devprompt.setup("bottle", shots)
         assert devprompt.image_encoder_calls == 1
-        embeddings, labels = devprompt.training_bags(0)
+        assert "anomalous_patch_embeddings" not in features
+        embeddings, labels = devprompt.training_bags(features, 0)
         assert embeddings.shape == (2, 225, 32)
         assert labels.tolist() == [0.0, 0.0]
         with pytest.raises(ValueError, match="at least 1"):
-            DevPromptModel(TINY, None, synthesize_anomalies=True, n_synthetic_per_shot=0)
+            DevPromptModel(clip, TINY, synthesize_anomalies=True, n_synthetic_per_shot=0)
 
     def test_bags_cycle_through_the_bank(self, model) -> None:
-        embeddings, labels = model.training_bags(5)
+        features = model.training_features
+        bank = features["anomalous_patch_embeddings"]
+        assert bank.shape == (2, 2, 225, 32)
+        embeddings, labels = model.training_bags(features, 5)
         assert labels.tolist() == [0.0, 0.0, 1.0, 1.0]
-        assert torch.equal(embeddings[2:], model.anomalous_patch_embeddings[:, 1])
-        assert torch.equal(model.training_bags(4)[0][2:], model.anomalous_patch_embeddings[:, 0])
+        assert torch.equal(embeddings[:2], features["patch_embeddings"])
+        assert torch.equal(embeddings[2:], bank[:, 1])
+        assert torch.equal(model.training_bags(features, 4)[0][2:], bank[:, 0])

@@ -44,11 +44,11 @@ from anomalib.data import InferenceBatch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from torch import nn
 
-from anomalib_clipad.clip.loading import load_clip
 from anomalib_clipad.clip.text import ClipTextTower, splice_context
 from anomalib_clipad.clip.vision import ClipVisionTower, validate_images
 from anomalib_clipad.components.fusion import gaussian_smooth, reciprocal_fusion, upsample
 from anomalib_clipad.components.memory import associate, build_memory
+from anomalib_clipad.components.prompts import prompt_class_name
 from anomalib_clipad.models.common import CLIP_MEAN, CLIP_STD
 
 from .loss import DeviationLoss, deviation_to_probability, patch_deviation, top_k_bag_deviation
@@ -59,7 +59,7 @@ IMAGE_SIZE = 240
 NORMAL_SUFFIX = "normal {}"
 ANOMALOUS_SUFFIX = "defective {}"
 SMOOTHING_SIGMA_AT_400 = 4.0
-ENCODER_CHUNK = 16
+REFERENCE_MAP_SIZE = 400
 
 
 class SharedContextPromptLearner(nn.Module):
@@ -185,11 +185,13 @@ def synthesize_anomalies(
 class DevPromptModel(nn.Module):
     """DevPrompt's torch model: frozen VV-CLIP, shared-context prompts, deviation scoring and vision memory.
 
-    Call :meth:`setup` with the class name and the k normal shots before training or inference.
+    Use: :meth:`set_class_name`, then :meth:`encode_training_images` on the k shots (once; cache the result),
+    :meth:`build_vision_memory` from those features, :meth:`training_loss` per step, :meth:`update_text_features`
+    after training. :meth:`setup` does the first three in one call.
 
     Args:
-        backbone: open_clip architecture name.
-        pretrained: open_clip pretrained tag, local weight file, or ``None`` (random weights, tests only).
+        clip_model: an open_clip CLIP model (frozen here).
+        backbone: its architecture name (for the tokenizer and error messages).
         image_size: input size (the pre-processor resizes to it).
         n_ctx: learnable context vectors shared by both prompts.
         normal_suffix: fixed normal suffix (``{}`` = class name).
@@ -212,8 +214,8 @@ class DevPromptModel(nn.Module):
 
     def __init__(
         self,
-        backbone: str = BACKBONE,
-        pretrained: str | Path | None = PRETRAINED,
+        clip_model: nn.Module,
+        backbone: str,
         image_size: int = IMAGE_SIZE,
         *,
         n_ctx: int = 4,
@@ -231,23 +233,28 @@ class DevPromptModel(nn.Module):
         smoothing_sigma: float = SMOOTHING_SIGMA_AT_400,
         seed: int = 0,
     ) -> None:
-        """Build the frozen CLIP towers, the prompt learner and the loss."""
+        """Wrap the frozen CLIP towers; create the prompt learner and the loss."""
         super().__init__()
-        clip = load_clip(backbone, pretrained)
         self.backbone = backbone
-        self.vision = ClipVisionTower(clip.visual)
-        self.text = ClipTextTower(clip, backbone)
+        self.vision = ClipVisionTower(clip_model.visual)
+        self.text = ClipTextTower(clip_model, backbone)
         for parameter in [*self.vision.parameters(), *self.text.parameters()]:
             parameter.requires_grad_(False)
         self.memory_layers = tuple(int(layer) for layer in memory_layers)
-        self.vv_start_layer = vv_start_layer
+        if not self.memory_layers:
+            msg = "memory_layers must name at least one image-tower block."
+            raise ValueError(msg)
         for layer in (*self.memory_layers, vv_start_layer):
             if not 1 <= layer <= self.vision.num_layers:
                 msg = f"Layer {layer} does not exist: {backbone} has image blocks 1..{self.vision.num_layers}."
                 raise ValueError(msg)
+        if image_size % self.vision.patch_size:
+            msg = f"image_size {image_size} is not a multiple of the patch size {self.vision.patch_size} of {backbone}."
+            raise ValueError(msg)
         if synthesize_anomalies and n_synthetic_per_shot < 1:
             msg = f"n_synthetic_per_shot must be at least 1 when anomalies are synthesised, got {n_synthetic_per_shot}."
             raise ValueError(msg)
+        self.vv_start_layer = vv_start_layer
         self.image_size = (image_size, image_size)
         self.prompt_learner = SharedContextPromptLearner(
             self.text.width,
@@ -267,92 +274,114 @@ class DevPromptModel(nn.Module):
         self.anomaly_source_path = anomaly_source_path
         self.smoothing_sigma = smoothing_sigma
         self.seed = seed
-
-        # Inference state: in the checkpoint and the exported graph.
+        self.class_name: str | None = None
+        # Everything inference needs is a buffer: the checkpoint and the exported graph carry it.
         for layer in self.memory_layers:
             self.register_buffer(f"memory_{layer}", torch.empty(0, self.vision.width))
         self.register_buffer("text_features", torch.zeros(2, self.vision.output_dim))
-        # Training cache: cosine-ready patch embeddings of the shots and of their synthesised anomalies.
-        self.register_buffer("normal_patch_embeddings", torch.empty(0), persistent=False)
-        self.register_buffer("anomalous_patch_embeddings", torch.empty(0), persistent=False)
         self.image_encoder_calls = 0
 
     # ------------------------------------------------------------------ set-up
     @property
     def is_setup(self) -> bool:
-        """Whether the vision memory has been built."""
+        """Whether the vision memory has been built (from training or a checkpoint)."""
         return getattr(self, f"memory_{self.memory_layers[0]}").shape[0] > 0
 
-    def encode_images(self, images: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor, tuple[int, int]]:
-        """One pass of the image tower.
+    def set_class_name(self, class_name: str) -> None:
+        """Build the two prompts for a dataset category or class name (``metal_nut`` -> "metal nut").
+
+        Raises:
+            ValueError: empty class name.
+        """
+        self.class_name = class_name
+        self.prompt_learner.set_class_name(self.text, prompt_class_name(class_name))
+
+    def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One pass of the frozen VV-CLIP image tower.
+
+        Args:
+            images: ``(B, 3, H, W)`` normalised images of the model's input size.
 
         Returns:
-            Original-path patch tokens of the memory layers (``layer -> (B, P, width)``), L2-normalised patch
-            embeddings ``z_p / ||z_p||`` of the V-V stream ``(B, P, D)``, and the patch grid size.
+            ``{"memory_<l>": (B, P, width)}`` raw original-path patch tokens of the memory layers and
+            ``"patch_embeddings": (B, P, D)``, the L2-normalised patch embeddings ``z_p / ||z_p||`` (``ln_post`` and
+            projection of the V-V stream after the last block).
+
+        Raises:
+            ValueError: grayscale, wrong rank or wrong size.
         """
+        validate_images(images, self.image_size)
         self.image_encoder_calls += 1
         last = self.vision.num_layers
         features = self.vision(
             images, patch_layers=self.memory_layers, vv_start_layer=self.vv_start_layer, vv_layers=(last,)
         )
-        patch_embeddings = F.normalize(self.vision.project(features.vv_tokens[last]), dim=-1)
-        return features.patch_tokens, patch_embeddings, features.grid_size
-
-    def _encode_in_chunks(self, images: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-        tokens: dict[int, list[torch.Tensor]] = {layer: [] for layer in self.memory_layers}
-        embeddings = []
-        for chunk in images.split(ENCODER_CHUNK):
-            chunk_tokens, chunk_embeddings, _ = self.encode_images(chunk)
-            for layer in self.memory_layers:
-                tokens[layer].append(chunk_tokens[layer])
-            embeddings.append(chunk_embeddings)
-        return {layer: torch.cat(parts) for layer, parts in tokens.items()}, torch.cat(embeddings)
+        output = {f"memory_{layer}": features.patch_tokens[layer] for layer in self.memory_layers}
+        output["patch_embeddings"] = F.normalize(self.vision.project(features.vv_tokens[last]), dim=-1)
+        return output
 
     @torch.no_grad()
-    def setup(self, class_name: str, shots: torch.Tensor) -> None:
-        """Tokenise the prompts, build the vision memory and cache the training features.
+    def encode_training_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of normal training images and, if enabled, of their synthesised anomalies (run once, cache them).
 
         Args:
-            class_name: object name used in the prompt suffixes (e.g. ``"metal nut"``).
-            shots: ``(k, 3, H, W)`` normalised normal reference images.
+            images: ``(k, 3, H, W)`` normalised normal images.
 
-        Raises:
-            ValueError: bad images (rank, channels, size) or an empty class name.
+        Returns:
+            :meth:`encode_images` of the images plus, when anomalies are synthesised,
+            ``"anomalous_patch_embeddings": (k, n_synthetic_per_shot, P, D)``.
         """
-        if not class_name or not class_name.strip():
-            msg = "DevPrompt needs a non-empty class name for its prompts."
-            raise ValueError(msg)
-        validate_images(shots, self.image_size)
-        self.prompt_learner.set_class_name(self.text, class_name)
-        tokens, embeddings = self._encode_in_chunks(shots)
-        for layer in self.memory_layers:
-            setattr(self, f"memory_{layer}", build_memory(tokens[layer]))
-        self.normal_patch_embeddings = embeddings
+        features = self.encode_images(images)
         if self.synthesize_anomalies:
             anomalous, _ = synthesize_anomalies(
-                shots, self.n_synthetic_per_shot, self.seed, anomaly_source_path=self.anomaly_source_path
+                images, self.n_synthetic_per_shot, self.seed, anomaly_source_path=self.anomaly_source_path
             )
-            _, anomalous_embeddings = self._encode_in_chunks(anomalous.flatten(0, 1))
-            self.anomalous_patch_embeddings = anomalous_embeddings.unflatten(0, anomalous.shape[:2])
-        else:
-            self.anomalous_patch_embeddings = torch.empty(0, device=shots.device)
+            embeddings = [self.encode_images(chunk)["patch_embeddings"] for chunk in anomalous.flatten(0, 1).split(16)]
+            features["anomalous_patch_embeddings"] = torch.cat(embeddings).unflatten(0, anomalous.shape[:2])
+        return features
+
+    @torch.no_grad()
+    def build_vision_memory(self, features: dict[str, torch.Tensor]) -> None:
+        """Store the vision memories from the :meth:`encode_images` features of the k normal shots."""
+        for layer in self.memory_layers:
+            setattr(self, f"memory_{layer}", build_memory(features[f"memory_{layer}"]))
+
+    def setup(self, class_name: str, shots: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Build prompts and vision memory from the k shots; return their training features (keep them).
+
+        Args:
+            class_name: dataset category or object name used in the prompt suffixes.
+            shots: ``(k, 3, H, W)`` normalised normal reference images.
+
+        Returns:
+            The :meth:`encode_training_images` features, for :meth:`training_loss`.
+        """
+        self.set_class_name(class_name)
+        features = self.encode_training_images(shots)
+        self.build_vision_memory(features)
         self.update_text_features()
+        return features
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Give the memory buffers the stored shapes (their size depends on k and the input size) before loading."""
+        """Check the backbone and give the memory buffers their stored sizes (k x patches) before loading.
+
+        Raises:
+            ValueError: the checkpoint was made with another image tower.
+        """
+        key = f"{prefix}vision.positional_embedding"
+        if key in state_dict and state_dict[key].shape != self.vision.positional_embedding.shape:
+            msg = (
+                f"This DevPrompt checkpoint was made with another backbone (image position embeddings "
+                f"{tuple(state_dict[key].shape)}; this model, {self.backbone}, has "
+                f"{tuple(self.vision.positional_embedding.shape)}). Build the model with the checkpoint's backbone."
+            )
+            raise ValueError(msg)
         for layer in self.memory_layers:
             stored = state_dict.get(f"{prefix}memory_{layer}")
             if stored is not None:
                 current = getattr(self, f"memory_{layer}")
                 setattr(self, f"memory_{layer}", torch.empty_like(stored, device=current.device, dtype=current.dtype))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def train(self, mode: bool = True) -> DevPromptModel:
-        """Switch mode; entering eval mode refreshes the stored text features from the learned context."""
-        super().train(mode)
-        if not mode and self.is_setup:
-            self.update_text_features()
-        return self
 
     # ------------------------------------------------------------------ text side
     def prompt_features(self) -> torch.Tensor:
@@ -365,37 +394,37 @@ class DevPromptModel(nn.Module):
         self.text_features = self.prompt_features().detach().to(self.text_features.dtype)
 
     # ------------------------------------------------------------------ training
-    def training_bags(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached bags of one step: every shot (y = 0) and, if synthesised, one anomaly per shot (y = 1).
+    def training_bags(self, features: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bags of one step: every shot (y = 0) and, if synthesised, one anomaly per shot (y = 1).
 
-        The anomaly of shot ``i`` at step ``t`` is bank entry ``t mod n_synthetic_per_shot``.
+        The anomaly of each shot at step ``t`` is its bank entry ``t mod n_synthetic_per_shot``.
+
+        Args:
+            features: :meth:`encode_training_images` output (cached).
+            step: the global training step.
 
         Returns:
             Patch embeddings ``(B, P, D)`` and labels ``(B,)``.
-
-        Raises:
-            RuntimeError: :meth:`setup` has not run.
         """
-        if self.normal_patch_embeddings.numel() == 0:
-            msg = "DevPrompt has no cached training features: call setup(class_name, shots) first."
-            raise RuntimeError(msg)
-        normal = self.normal_patch_embeddings
+        normal = features["patch_embeddings"]
         labels = torch.zeros(normal.shape[0], device=normal.device)
-        if self.anomalous_patch_embeddings.numel() == 0:
+        bank = features.get("anomalous_patch_embeddings")
+        if bank is None:
             return normal, labels
-        anomalous = self.anomalous_patch_embeddings[:, step % self.anomalous_patch_embeddings.shape[1]]
+        anomalous = bank[:, step % bank.shape[1]]
         return torch.cat([normal, anomalous]), torch.cat([labels, torch.ones_like(labels)])
 
-    def training_loss(self, step: int) -> torch.Tensor:
+    def training_loss(self, features: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """Deviation loss with Top-K MIL of one training step (paper eq. 3-8, Algorithm 1).
 
         Args:
-            step: the global step (chooses the synthesised anomalies of this step).
+            features: :meth:`encode_training_images` output (cached).
+            step: the global training step (chooses the synthesised anomalies of the step).
 
         Returns:
             Scalar loss, differentiable with respect to the context ``C`` only.
         """
-        embeddings, labels = self.training_bags(step)
+        embeddings, labels = self.training_bags(features, step)
         abnormal_prompt = self.prompt_features()[1]
         patch_scores = embeddings @ abnormal_prompt  # s(p) = s_a(p) = cos(z_p, e_a), eq. 3
         return self.loss(patch_scores, labels)
@@ -405,9 +434,11 @@ class DevPromptModel(nn.Module):
         """Patch-to-prompt alignment ``[s_n(p), s_a(p)]`` ``(B, P, 2)`` with the stored text features (eq. 3)."""
         return patch_embeddings @ self.text_features.T
 
-    def vision_scores(self, patch_tokens: dict[int, torch.Tensor]) -> torch.Tensor:
+    def vision_scores(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Vision-guided patch scores ``M_v`` ``(B, P)``: mean over the memory layers of ``min (1 - cos) / 2``."""
-        maps = [associate(patch_tokens[layer], getattr(self, f"memory_{layer}")) for layer in self.memory_layers]
+        maps = [
+            associate(features[f"memory_{layer}"], getattr(self, f"memory_{layer}")) for layer in self.memory_layers
+        ]
         return torch.stack(maps).mean(dim=0)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
@@ -420,20 +451,24 @@ class DevPromptModel(nn.Module):
             ``InferenceBatch`` with ``pred_score`` ``(B,)`` and ``anomaly_map`` ``(B, H, W)``, both in [0, 1].
 
         Raises:
-            RuntimeError: :meth:`setup` has not run.
+            RuntimeError: the model has no vision memory yet.
             ValueError: wrong image rank, channels or size.
         """
         if not self.is_setup:
-            msg = "DevPrompt has no vision memory or prompts: call setup(class_name, shots) (anomalib does on fit)."
+            msg = (
+                "DevPrompt has no vision memory or prompts yet: train it on k normal shots first (`anomalib train`, "
+                "or `setup(class_name, shots)`) or load a trained checkpoint (`--ckpt_path`)."
+            )
             raise RuntimeError(msg)
-        validate_images(images, self.image_size)
-        patch_tokens, patch_embeddings, grid_size = self.encode_images(images)
-        vision = self.vision_scores(patch_tokens)
-        abnormal_alignment = self.patch_alignment(patch_embeddings)[..., 1]  # s(p) = s_a(p)
+        features = self.encode_images(images)
+        grid_size = self.vision.grid_size(self.image_size)
+        vision = self.vision_scores(features).unflatten(1, grid_size)  # (B, rows, cols)
+        abnormal_alignment = self.patch_alignment(features["patch_embeddings"])[..., 1]  # s(p) = s_a(p)
         deviation = patch_deviation(abnormal_alignment, self.loss.prior_mean, self.loss.prior_std)
         bag_deviation = top_k_bag_deviation(deviation, self.loss.top_k_ratio)
-        pixel = reciprocal_fusion(vision, deviation_to_probability(deviation))
-        image = reciprocal_fusion(vision.amax(dim=1), deviation_to_probability(bag_deviation))
-        anomaly_map = upsample(pixel.unflatten(1, grid_size), images.shape[-2:])
-        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma * images.shape[-1] / 400.0)
-        return InferenceBatch(pred_score=image, anomaly_map=anomaly_map)
+        pixel = reciprocal_fusion(vision, deviation_to_probability(deviation).unflatten(1, grid_size))
+        anomaly_map = upsample(pixel, self.image_size)
+        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma * self.image_size[0] / REFERENCE_MAP_SIZE)
+        max_vision = upsample(vision, self.image_size).flatten(1).amax(dim=1)  # on the upsampled map, as PromptAD
+        pred_score = reciprocal_fusion(max_vision, deviation_to_probability(bag_deviation))
+        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
