@@ -1,0 +1,125 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""WinCLIPPlus through anomalib's own CLI in subprocesses: test (Folder and MVTecAD, zero- and one-shot) and export.
+
+Tiny random-init backbone and 64 px images keep each call to a few seconds; the scores are meaningless, the point is
+that the whole anomalib pipeline runs and produces image and pixel metrics.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anomalib_clipad.clip import TINY_BACKBONE
+from anomalib_clipad.data.synthetic import generate_synthetic_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL = "anomalib_clipad.models.winclip_plus.WinCLIPPlus"
+TINY_MODEL_ARGS = [
+    "--model.backbone",
+    TINY_BACKBONE,
+    "--model.pretrained",
+    "null",
+    "--model.image_size",
+    "64",
+]
+LOADER_ARGS = ["--data.num_workers", "0", "--data.train_batch_size", "4", "--data.eval_batch_size", "4"]
+METRIC = re.compile(r"(image_AUROC|pixel_AUROC|image_F1Score|pixel_F1Score)\s*│\s*([0-9.eE+-]+)")
+
+
+def _anomalib() -> str:
+    script = Path(sys.executable).with_name("anomalib")
+    return str(script) if script.exists() else "anomalib"
+
+
+def _run(arguments: list[str], cwd: Path) -> str:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "COLUMNS": "200",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(arguments, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def _metrics(output: str) -> dict[str, float]:
+    metrics = {name: float(value) for name, value in METRIC.findall(output)}
+    assert {"image_AUROC", "pixel_AUROC", "image_F1Score", "pixel_F1Score"} <= set(metrics), output[-3000:]
+    assert all(0.0 <= value <= 1.0 for value in metrics.values()), metrics
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_dataset(
+        root, category="bottle", n_train=3, n_test_good=2, n_test_defect=2, image_size=64, defect_types=("stain",)
+    )
+    return root
+
+
+def test_folder_zero_shot(dataset: Path, tmp_path: Path) -> None:
+    category = dataset / "bottle"
+    output = _run(
+        [
+            _anomalib(), "test", "--model", MODEL, "--model.class_name", "bottle", *TINY_MODEL_ARGS,
+            "--data", "anomalib.data.Folder", "--data.name", "bottle", "--data.root", str(category),
+            "--data.normal_dir", "train/good", "--data.abnormal_dir", "test/stain", "--data.normal_test_dir",
+            "test/good", "--data.mask_dir", "ground_truth/stain", *LOADER_ARGS,
+            "--default_root_dir", str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    _metrics(output)
+    assert "reference images" not in output  # zero-shot: no shots drawn
+
+
+def test_mvtec_one_shot_then_export_and_load_in_fresh_process(dataset: Path, tmp_path: Path) -> None:
+    model_args = ["--model", MODEL, "--model.k_shot", "1", "--model.seed", "5", *TINY_MODEL_ARGS]
+    output = _run(
+        [
+            _anomalib(), "test", *model_args, "--data", "anomalib.data.MVTecAD", "--data.root", str(dataset),
+            "--data.category", "bottle", *LOADER_ARGS, "--default_root_dir", str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    _metrics(output)
+    chosen = re.search(r"reference images \(k=1, seed=5\): \['([^']+)'\]", output.replace("\n", ""))
+    assert chosen is not None, output[-3000:]
+    assert "/train/good/" in chosen.group(1)
+
+    checkpoints = list((tmp_path / "results").rglob("model.ckpt"))
+    assert len(checkpoints) == 1
+    _run(
+        [
+            _anomalib(), "export", *model_args, "--export_type", "torch", "--ckpt_path", str(checkpoints[0]),
+            "--default_root_dir", str(tmp_path / "export"),
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    exported = tmp_path / "export" / "weights" / "torch" / "model.pt"
+    assert exported.is_file()
+
+    test_image = next((dataset / "bottle" / "test" / "stain").glob("*.png"))
+    script = (
+        "import sys, torch\n"
+        "from anomalib.data.utils.image import read_image\n"
+        "model = torch.load(sys.argv[1], map_location='cpu', weights_only=False)['model'].eval()\n"
+        "image = read_image(sys.argv[2], as_tensor=True)[None]\n"
+        "with torch.no_grad():\n"
+        "    out = model(image)\n"
+        "assert out.anomaly_map.shape == (1, 64, 64), out.anomaly_map.shape\n"
+        "assert 0 <= float(out.pred_score) <= 1 and out.pred_mask is not None\n"
+        "print('K_SHOT', model.model.k_shot, 'PATHS', model.reference_paths)\n"
+    )
+    loaded = _run([sys.executable, "-c", script, str(exported), str(test_image)], cwd=tmp_path)
+    assert "K_SHOT 1" in loaded
+    assert chosen.group(1) in loaded  # the reference path travelled through the checkpoint into the export
