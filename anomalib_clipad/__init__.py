@@ -18,14 +18,15 @@ fire while those are half-initialised.
 import anomalib.models as _anomalib_models
 from anomalib.models import AnomalibModule as _AnomalibModule
 
-# TODO(platform): uncomment each import once its model lands (models/<name>/lightning_model.py).
-# from .models.winclip_plus import WinCLIPPlus
-# from .models.promptad import PromptAD
+from .models.promptad import PromptAD
+from .models.winclip_plus import WinCLIPPlus
+
+# TODO(platform): uncomment once models/devprompt/lightning_model.py lands.
 # from .models.devprompt import DevPrompt
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+__all__ = ["PromptAD", "WinCLIPPlus"]
 
 
 class ModelNameCollisionError(RuntimeError):
