@@ -44,12 +44,12 @@ def prompt_contrastive_loss(
     anomaly_features: torch.Tensor,
     logit_scale: torch.Tensor | float,
 ) -> torch.Tensor:
-    """Contrastive loss of the normal prototype against every anomaly prompt (PromptAD eq. 12).
+    r"""Contrastive loss of the normal prototype against every anomaly prompt (PromptAD eq. 12).
 
     .. math::
 
-        L_{clip} = E_z\\left[-\\log \\frac{\\exp(\\langle z, \\bar w^n\\rangle/\\tau)}
-        {\\exp(\\langle z, \\bar w^n\\rangle/\\tau) + \\sum_{w \\in W} \\exp(\\langle z, w\\rangle/\\tau)}\\right]
+        L_{clip} = E_z\left[-\log \frac{\exp(\langle z, \bar w^n\rangle/\tau)}
+        {\exp(\langle z, \bar w^n\rangle/\tau) + \sum_{w \in W} \exp(\langle z, w\rangle/\tau)}\right]
 
     ``<., .>`` is the cosine similarity, so ``z``, ``w̄^n`` and every ``w`` are L2-normalised; ``w̄^n`` is the
     normalised mean of the raw normal prompt features. It is a cross-entropy over ``1 + |W|`` logits with target 0.
@@ -79,12 +79,12 @@ def explicit_anomaly_margin_loss(
     anomaly_features: torch.Tensor,
     margin: float = 0.0,
 ) -> torch.Tensor:
-    """Explicit anomaly margin (EAM, PromptAD eq. 13-14), squared-distance hinge as the reference implements it.
+    r"""Explicit anomaly margin (EAM, PromptAD eq. 13-14), squared-distance hinge as the reference implements it.
 
     .. math::
 
-        L_{eam} = E_z\\left[\\max\\left(0,\\; d(\\hat z, \\hat w^n)^2 - d(\\hat z, \\hat w^a)^2 + m\\right)\\right],
-        \\qquad \\bar w^a = \\frac{\\sum_{W} w}{|W|}
+        L_{eam} = E_z\left[\max\left(0,\; d(\hat z, \hat w^n)^2 - d(\hat z, \hat w^a)^2 + m\right)\right],
+        \qquad \bar w^a = \frac{\sum_{W} w}{|W|}
 
     with ``x̂ = x / ||x||`` and ``d`` the Euclidean distance. The paper writes ``d`` (not squared) and fixes the margin
     ``m`` to 0; for unit vectors ``d^2 = 2 - 2 cos``, so with ``m = 0`` both forms are zero exactly when the visual
@@ -113,12 +113,12 @@ def prompt_alignment_loss(
     weight: float = 1.0,
     normalize_means: bool = False,
 ) -> torch.Tensor:
-    """Alignment of the learned anomaly prompts with the manual ones (PromptAD eq. 15).
+    r"""Alignment of the learned anomaly prompts with the manual ones (PromptAD eq. 15).
 
     .. math::
 
-        L_{align} = \\lambda \\left\\| \\frac{\\bar w^m}{\\|\\bar w^m\\|_2} - \\frac{\\bar w^l}{\\|\\bar w^l\\|_2}
-        \\right\\|_2^2
+        L_{align} = \lambda \left\| \frac{\bar w^m}{\|\bar w^m\|_2} - \frac{\bar w^l}{\|\bar w^l\|_2}
+        \right\|_2^2
 
     where ``w̄^m`` and ``w̄^l`` are the means of the (L2-normalised) manual and learned anomaly prompt features.
     The reference implementation takes the means of the normalised features and does *not* re-normalise the means

@@ -123,7 +123,9 @@ class FewShotPromptTrainingMixin:
         state = self._shot_state()
         state["cache"] = {path: value for path, value in state["cache"].items() if path in self.few_shot_paths}
         state["encoded"] = False
-        logger.info("%s trains on %d normal shot(s) (seed %d): %s", type(self).__name__, k_shot, seed, self.few_shot_paths)
+        logger.info(
+            "%s trains on %d normal shot(s) (seed %d): %s", type(self).__name__, k_shot, seed, self.few_shot_paths
+        )
         max_epochs = trainer.max_epochs
         if max_epochs is not None and max_epochs > 0:
             # validation calibrates thresholds only; run it once, after the last (fixed) epoch
@@ -150,7 +152,7 @@ class FewShotPromptTrainingMixin:
                 cache[paths[index]] = {name: value[position].detach() for name, value in fresh.items()}
         return {name: torch.stack([cache[path][name] for path in paths]) for name in cache[paths[0]]}
 
-    def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: ANN401
+    def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         """One step on the (cached) features of the shots in the batch; logs every loss term."""
         del args, kwargs
         paths = [str(path) for path in batch.image_path]
@@ -162,9 +164,8 @@ class FewShotPromptTrainingMixin:
         losses = self.loss_on_cached_features(features)
         state["stale"] = True
         self.log_dict(  # type: ignore[attr-defined]
-            {f"train_{name}": value.detach() for name, value in losses.items()},
+            {f"train_{name}": value.detach() for name, value in losses.items() if name != "loss"},
             batch_size=len(paths),
-            prog_bar=False,
             on_step=False,
             on_epoch=True,
         )

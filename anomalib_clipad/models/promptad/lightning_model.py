@@ -71,14 +71,14 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
         anomaly_states: your own class-specific anomalous states with a ``{}`` placeholder (e.g.
             ``["{} with scratch"]``); default: the built-in MVTec AD / VisA list of the category, or the 8 generic
             states only for other categories.
-        sigma: Gaussian σ of the pixel map at 400 px (scaled with the input size).
+        sigma: Gaussian sigma of the pixel map at 400 px (scaled with the input size).
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.
         visualizer: anomalib visualizer or ``True`` for the default.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
         k_shot: int = 1,
         seed: int = 0,
@@ -147,7 +147,7 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
 
     @staticmethod
     def configure_post_processor() -> PostProcessor:
-        """anomalib's post-processor (thresholds and normalisation calibrated on the validation set)."""
+        """Anomalib's post-processor (thresholds and normalisation calibrated on the validation set)."""
         return PostProcessor()
 
     @property
@@ -170,14 +170,15 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
 
     def setup(self, stage: str) -> None:
         """Build the prompts for the class (required to train; optional for inference from a checkpoint)."""
-        super().setup(stage)
         try:
             class_name = resolve_class_name(self.hparams.class_name, self._trainer)
         except ValueError:
             if stage == "fit":
                 raise
-            return
-        self.model.configure_prompts(class_name, self.hparams.anomaly_states)
+            class_name = None
+        if class_name is not None:
+            self.model.configure_prompts(class_name, self.hparams.anomaly_states)
+        super().setup(stage)
 
     # ------------------------------------------------------------------------------------------- mixin hooks
     def compute_cached_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -197,7 +198,7 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
         self.model.update_text_features()
 
     # -------------------------------------------------------------------------------------------- evaluation
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:  # noqa: ANN401
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
         """Score a validation batch (the post-processor calibrates thresholds on it)."""
         del args, kwargs
         return batch.update(**self.model(batch.image)._asdict())
@@ -227,5 +228,5 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
         self.model.class_name = checkpoint.get(CHECKPOINT_CLASS_KEY, self.model.class_name)
 
 
-def _normalise(value: Any) -> Any:  # noqa: ANN401
+def _normalise(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value

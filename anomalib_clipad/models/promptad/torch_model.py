@@ -1,8 +1,9 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""PyTorch model of PromptAD (Li et al., "PromptAD: Learning Prompts with only Normal Samples for Few-Shot Anomaly
-Detection", CVPR 2024).
+"""PyTorch model of PromptAD.
+
+Li et al., "PromptAD: Learning Prompts with only Normal Samples for Few-Shot Anomaly Detection", CVPR 2024.
 
 Pieces:
 
@@ -18,7 +19,7 @@ Pieces:
   two heads have disjoint parameters and are trained together.
 * **Scores**: image ``S_t = softmax(s <z, [w̄^n, w̄^a]>)[1]`` with the CLS feature and the raw ``logit_scale`` ``s``
   (as the reference; eq. 16); pixel ``M_t`` the same with every V-V patch token. Pixel map
-  ``1 / (1 / M_v + 1 / M_t)`` on the patch grid (eq. 17), upsampled bilinearly and Gaussian-smoothed (σ = 4 at
+  ``1 / (1 / M_v + 1 / M_t)`` on the patch grid (eq. 17), upsampled bilinearly and Gaussian-smoothed (sigma = 4 at
   400 px, scaled with the output size); image score ``1 / (1 / max M_v + 1 / S_t)`` (eq. 18), with ``max M_v``
   taken on the upsampled map as the reference does.
 
@@ -57,7 +58,7 @@ logger = logging.getLogger(__name__)
 PLACEHOLDER = "X"
 HEADS = ("image", "pixel")
 REFERENCE_MAP_SIZE = 400
-"""PromptAD smooths its pixel maps with σ = 4 at 400 x 400; σ is scaled with the output size."""
+"""PromptAD smooths its pixel maps with sigma = 4 at 400 x 400; sigma is scaled with the output size."""
 
 
 def resolve_anomaly_states(category: str, anomaly_states: Sequence[str] | None = None) -> list[str]:
@@ -116,7 +117,7 @@ class PromptLearner(nn.Module):
         anomaly_context: ``(L, E_A, width)`` parameter, initialised N(0, 0.02).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
         width: int,
         n_normal_prompts: int,
@@ -200,14 +201,14 @@ class PromptADModel(nn.Module):
         memory_layers: original-path blocks (1-indexed) whose patch tokens form the vision memories.
         alignment_weight: ``λ`` of the alignment loss.
         eam_margin: margin of the explicit anomaly margin loss.
-        sigma: Gaussian σ of the pixel map at :data:`REFERENCE_MAP_SIZE` px (scaled with the output size).
+        sigma: Gaussian sigma of the pixel map at :data:`REFERENCE_MAP_SIZE` px (scaled with the output size).
         seed: seed of the prompt initialisation (``None``: torch's global random state).
 
     Raises:
         ValueError: invalid sizes or layers.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
         clip_model: nn.Module,
         backbone: str,
@@ -239,7 +240,7 @@ class PromptADModel(nn.Module):
         if image_size % self.vision.patch_size:
             msg = f"image_size {image_size} is not a multiple of the patch size {self.vision.patch_size} of {backbone}."
             raise ValueError(msg)
-        self.vision._check_layers(tuple(memory_layers), 1, (self.vision.num_layers,))  # noqa: SLF001
+        self.vision._check_layers(tuple(memory_layers), 1, (self.vision.num_layers,))
         self.image_size = int(image_size)
         self.k_shot = int(k_shot)
         self.memory_layers = tuple(int(layer) for layer in memory_layers)
@@ -251,10 +252,20 @@ class PromptADModel(nn.Module):
         self.prompt_learners = nn.ModuleDict(
             {
                 "image": PromptLearner(
-                    self.text.width, n_normal_prompts_image, n_ctx, n_learned_anomaly_prompts, n_ctx_anomaly, generator,
+                    self.text.width,
+                    n_normal_prompts_image,
+                    n_ctx,
+                    n_learned_anomaly_prompts,
+                    n_ctx_anomaly,
+                    generator,
                 ),
                 "pixel": PromptLearner(
-                    self.text.width, n_normal_prompts_pixel, n_ctx, n_learned_anomaly_prompts, n_ctx_anomaly, generator,
+                    self.text.width,
+                    n_normal_prompts_pixel,
+                    n_ctx,
+                    n_learned_anomaly_prompts,
+                    n_ctx_anomaly,
+                    generator,
                 ),
             },
         )
@@ -308,8 +319,8 @@ class PromptADModel(nn.Module):
         tokens, embeddings, sizes = [], [], []
         for head, learner in self.prompt_learners.items():
             contexts = learner.contexts(len(self.states))
-            for group, group_tokens in self._prompt_tokens[head].items():
-                group_tokens = group_tokens.to(device)
+            for group, stored_tokens in self._prompt_tokens[head].items():
+                group_tokens = stored_tokens.to(device)
                 tokens.append(group_tokens)
                 embeddings.append(splice_context(self.text.embed_tokens(group_tokens), contexts[group], start=1))
                 sizes.append(group_tokens.shape[0])
@@ -418,7 +429,9 @@ class PromptADModel(nn.Module):
 
     def visual_map(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Vision-guided map ``M_v`` ``(B, 1, rows, cols)``: mean over memory layers of ``min (1 - cos) / 2``."""
-        maps = [associate(features[f"memory_{layer}"], getattr(self, f"memory_{layer}")) for layer in self.memory_layers]
+        maps = [
+            associate(features[f"memory_{layer}"], getattr(self, f"memory_{layer}")) for layer in self.memory_layers
+        ]
         return torch.stack(maps).mean(dim=0).reshape(-1, 1, *self.grid_size)
 
     def scores(
@@ -469,7 +482,7 @@ class PromptADModel(nn.Module):
         scores = self.scores(self.encode_images(images))
         return InferenceBatch(pred_score=scores["pred_score"], anomaly_map=scores["anomaly_map"])
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Check that a checkpoint was made with the same image tower before loading it."""
         key = prefix + "vision.positional_embedding"
         if key in state_dict and state_dict[key].shape != self.vision.positional_embedding.shape:
@@ -482,6 +495,7 @@ class PromptADModel(nn.Module):
         for layer in self.memory_layers:
             memory_key = f"{prefix}memory_{layer}"
             if memory_key in state_dict and state_dict[memory_key].shape[-1] != self.vision.width:
-                msg = f"Memory width {state_dict[memory_key].shape[-1]} does not match the backbone's {self.vision.width}."
+                width = state_dict[memory_key].shape[-1]
+                msg = f"Memory width {width} does not match the backbone's {self.vision.width}."
                 raise ValueError(msg)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
