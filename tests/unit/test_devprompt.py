@@ -367,3 +367,78 @@ class TestAnomalousBags:
         assert torch.equal(embeddings[:2], features["patch_embeddings"])
         assert torch.equal(embeddings[2:], bank[:, 1])
         assert torch.equal(model.training_bags(features, 4)[0][2:], bank[:, 0])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Lightning model
+# ---------------------------------------------------------------------------------------------------------------------
+def tiny_devprompt(**kwargs):
+    from anomalib_clipad.models.devprompt import DevPrompt
+
+    defaults = {"backbone": TINY, "pretrained": None, "n_synthetic_per_shot": 2, "epochs": 3}
+    return DevPrompt(**{**defaults, **kwargs})
+
+
+class TestDevPromptLightning:
+    """The anomalib surface: training through Lightning's loop on k cached shots, optimizer, checkpoints."""
+
+    def test_trains_on_k_cached_shots(self, synthetic_root, synthetic_category, tmp_path) -> None:
+        from anomalib.data import MVTecAD
+        from anomalib.engine import Engine
+
+        model = tiny_devprompt(k_shot=2, seed=1)
+        initial_context = model.model.prompt_learner.context.detach().clone()
+        datamodule = MVTecAD(root=synthetic_root, category=synthetic_category, num_workers=0, eval_batch_size=32)
+        engine = Engine(default_root_dir=tmp_path, logger=False, accelerator="cpu", enable_progress_bar=False)
+        engine.fit(model, datamodule=datamodule)
+
+        assert engine.trainer.current_epoch == 3
+        assert engine.trainer.global_step == 3  # all shots in one batch: one step per epoch
+        assert len(model.few_shot_paths) == 2
+        assert all("/train/good/" in path for path in model.few_shot_paths)
+        n_validation_batches = len(datamodule.val_dataloader())
+        # the image encoder ran once for the shots and once for their anomalies, then only for validation
+        assert model.model.image_encoder_calls == 2 + n_validation_batches
+        assert not torch.equal(model.model.prompt_learner.context.detach(), initial_context)
+        assert torch.allclose(model.model.text_features, model.model.prompt_features().detach())
+        assert model.model.class_name == synthetic_category
+
+    def test_optimizer_holds_only_the_context(self) -> None:
+        model = tiny_devprompt()
+        model.trainer = type("FakeTrainer", (), {"max_epochs": 3})()
+        optimizer = model.configure_optimizers()["optimizer"]
+        parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+        assert len(parameters) == 1
+        assert parameters[0] is model.model.prompt_learner.context
+        assert optimizer.param_groups[0]["lr"] == 0.002
+        assert optimizer.param_groups[0]["momentum"] == 0.9
+        assert optimizer.param_groups[0]["weight_decay"] == 5e-4
+
+    def test_hyper_parameters_reach_the_torch_model(self) -> None:
+        model = tiny_devprompt(
+            synthesize_anomalies=False, top_k_ratio=0.2, deviation_margin=3.0, deviation_weight=0.1, image_size=256
+        )
+        assert model.model.synthesize_anomalies is False
+        assert model.model.loss.top_k_ratio == 0.2
+        assert model.model.loss.margin == 3.0
+        assert model.model.loss.normal_weight == 0.1
+        assert model.model.image_size == (256, 256)
+        assert model.trainer_arguments["max_epochs"] == 3
+
+    def test_bad_input(self, synthetic_root, synthetic_category, tmp_path) -> None:
+        from anomalib.data import MVTecAD
+        from anomalib.engine import Engine
+
+        with pytest.raises(ValueError, match="epochs"):
+            tiny_devprompt(epochs=0)
+        with pytest.raises(ValueError, match="not a folder"):
+            tiny_devprompt(anomaly_source_path=str(tmp_path / "missing"))
+        model = tiny_devprompt()
+        other = {"hyper_parameters": {**model.hparams, "backbone": "ViT-B-16-plus-240"}, "state_dict": {}}
+        with pytest.raises(ValueError, match="backbone"):
+            model.on_load_checkpoint(other)
+        too_many = tiny_devprompt(k_shot=50)
+        datamodule = MVTecAD(root=synthetic_root, category=synthetic_category, num_workers=0)
+        engine = Engine(default_root_dir=tmp_path, logger=False, accelerator="cpu", enable_progress_bar=False)
+        with pytest.raises(ValueError, match="k_shot=50"):
+            engine.fit(too_many, datamodule=datamodule)

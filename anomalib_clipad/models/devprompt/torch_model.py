@@ -75,6 +75,7 @@ class SharedContextPromptLearner(nn.Module):
         anomalous_suffix: fixed abnormal suffix, ``{}`` standing for the class name.
         context_length: token positions of the text tower.
         init_std: standard deviation of the context's N(0, std^2) initialisation (PromptAD's 0.02).
+        generator: random generator of the initialisation (``None``: torch's global one).
 
     Raises:
         ValueError: a suffix has no ``{}`` placeholder, or ``n_ctx < 1``.
@@ -89,6 +90,7 @@ class SharedContextPromptLearner(nn.Module):
         anomalous_suffix: str = ANOMALOUS_SUFFIX,
         context_length: int = 77,
         init_std: float = 0.02,
+        generator: torch.Generator | None = None,
     ) -> None:
         """Create the context ``C`` and empty prompt tokens (set by :meth:`set_class_name`)."""
         super().__init__()
@@ -102,7 +104,7 @@ class SharedContextPromptLearner(nn.Module):
         self.n_ctx = n_ctx
         self.normal_suffix = normal_suffix
         self.anomalous_suffix = anomalous_suffix
-        self.context = nn.Parameter(torch.randn(n_ctx, width) * init_std)
+        self.context = nn.Parameter(torch.empty(n_ctx, width).normal_(std=init_std, generator=generator))
         self.register_buffer("tokens", torch.zeros(2, context_length, dtype=torch.long))
 
     def prompts(self, class_name: str) -> list[str]:
@@ -206,7 +208,7 @@ class DevPromptModel(nn.Module):
         n_synthetic_per_shot: synthesised anomalies per shot (fixed bank, generated once).
         anomaly_source_path: optional texture folder for the Perlin generator (``None``: noise textures).
         smoothing_sigma: Gaussian sigma of the map at 400 px (scaled to the input size).
-        seed: seed of the anomaly synthesis.
+        seed: seed of the context initialisation and of the anomaly synthesis.
 
     Raises:
         ValueError: an invalid hyper-parameter (layer out of range, bad ratio, margin, suffix ...).
@@ -262,6 +264,7 @@ class DevPromptModel(nn.Module):
             normal_suffix=normal_suffix,
             anomalous_suffix=anomalous_suffix,
             context_length=self.text.context_length,
+            generator=torch.Generator().manual_seed(seed),
         )
         self.loss = DeviationLoss(
             margin=deviation_margin,
