@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
@@ -157,14 +156,13 @@ class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
         """Return anomalib's post-processor (thresholds and normalisation calibrated on the validation set)."""
         return PostProcessor()
 
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Fixed epoch count (``epochs``), no sanity validation, one device."""
-        return {"max_epochs": int(self.hparams.epochs), "num_sanity_val_steps": 0, "devices": 1}
-
-    # PromptAD's recipe ("other hyper-parameters as PromptAD"): SGD on the trainable (prompt) parameters, cosine
-    # annealing to ``min_lr`` per epoch, from the same hyper-parameter names. Reused, not copied.
+    # The same as PromptAD's (DevPrompt is PromptAD's pipeline, "other hyper-parameters as PromptAD"), from the same
+    # hyper-parameter names, reused rather than copied: the fixed epoch count without sanity validation; SGD on the
+    # trainable (prompt) parameters with cosine annealing to ``min_lr`` per epoch; a validation step that scores the
+    # batch for the post-processor's calibration.
+    trainer_arguments = PromptAD.trainer_arguments
     configure_optimizers = PromptAD.configure_optimizers
+    validation_step = PromptAD.validation_step
 
     def setup(self, stage: str) -> None:
         """Build the prompts for the class, then let the mixin narrow the train set to the shots.
@@ -194,12 +192,6 @@ class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
     def refresh_inference_state(self) -> None:
         """Recompute ``[e_n, e_a]`` from the trained context."""
         self.model.update_text_features()
-
-    # -------------------------------------------------------------------------------------------- evaluation
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Score a validation batch (the post-processor calibrates thresholds on it)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
