@@ -18,15 +18,13 @@ fire while those are half-initialised.
 import anomalib.models as _anomalib_models
 from anomalib.models import AnomalibModule as _AnomalibModule
 
+from .models.devprompt import DevPrompt
 from .models.promptad import PromptAD
 from .models.winclip_plus import WinCLIPPlus
 
-# TODO(platform): uncomment once models/devprompt/lightning_model.py lands.
-# from .models.devprompt import DevPrompt
-
 __version__ = "0.1.0"
 
-__all__ = ["PromptAD", "WinCLIPPlus"]
+__all__ = ["DevPrompt", "PromptAD", "WinCLIPPlus"]
 
 
 class ModelNameCollisionError(RuntimeError):
