@@ -1,0 +1,322 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""A fixed version of anomalib's benchmark pipeline: zero-/few-shot models, any class path, mixed configurations.
+
+anomalib 2.7's ``anomalib benchmark`` has three problems for this project (see the notes in the README):
+
+1. ``BenchmarkJob.run`` calls ``engine.fit(model, datamodule)`` positionally, so the datamodule lands in
+   ``train_dataloaders`` and every ZERO_SHOT / FEW_SHOT model (built-in ``WinClip`` included) fails with
+   "``val_dataloader`` must be implemented". Here ``fit`` and ``test`` get keyword arguments.
+2. ``anomalib.models.get_model`` only accepts short names reachable from ``anomalib.models`` or dotted paths inside
+   anomalib; here any dotted class path (``anomalib_clipad.WinCLIPPlus``) or short name resolves, through
+   jsonargparse exactly like ``anomalib train --model``.
+3. ``BenchmarkJob.collect`` needs identical keys in every job (a model with ``init_args`` beside one without gives
+   "All arrays must be of the same length" and no CSV). Here the table is the union of the keys (empty cells where a
+   job has no such key). Models and datamodules are also built inside each job, so one bad configuration fails only
+   its own job instead of aborting the run before any CSV is written, and the command's exit code says whether
+   every job succeeded.
+
+The configuration format is anomalib's (``accelerator`` plus a ``benchmark`` section whose values may be
+``{grid: [...]}``), with one optional addition: a top-level ``synthetic_dataset`` mapping of keyword arguments of
+:func:`anomalib_clipad.data.synthetic.generate_synthetic_dataset`; that dataset is generated first when its folder
+does not exist yet. Results are written to ``runs/benchmark/<timestamp>/results.csv`` like upstream.
+
+Example:
+    .. code-block:: bash
+
+        anomalib-clipad benchmark --config configs/benchmark/patchcore_vs_clipad.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIR = Path("runs") / "benchmark"
+LOG_FILE = Path("runs") / "pipeline.log"
+_SUPPORTED_ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
+
+
+def _as_class_config(value: Any, key: str) -> dict[str, Any]:
+    """Normalise ``"Name"`` or ``{"class_path": ..., "init_args": ...}`` to the dict form."""
+    if isinstance(value, str):
+        return {"class_path": value}
+    if isinstance(value, dict) and "class_path" in value:
+        return value
+    msg = f"benchmark.{key} must be a class path string or a mapping with 'class_path', got {value!r}."
+    raise ValueError(msg)
+
+
+def instantiate(value: Any, base_class: type, key: str) -> Any:
+    """Build an instance of a ``base_class`` subclass from a class path (short or dotted) and ``init_args``.
+
+    Resolution is jsonargparse's, the same as ``anomalib train --model ... --data ...``: a dotted path is imported,
+    a short name is looked up among the imported subclasses of ``base_class`` (anomalib's and, through the
+    registration hook, anomalib-clipad's).
+
+    Args:
+        value: ``"Patchcore"``, ``"anomalib_clipad.WinCLIPPlus"`` or ``{"class_path": ..., "init_args": {...}}``.
+        base_class: ``AnomalibModule`` or ``AnomalibDataModule``.
+        key: ``"model"`` or ``"data"`` (for messages).
+
+    Returns:
+        The instance.
+    """
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(base_class, key, required=True)
+    config = parser.parse_object({key: _as_class_config(value, key)})
+    return parser.instantiate_classes(config)[key]
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(f"{prefix}.{key}" if prefix else str(key), item))
+        return flat
+    if isinstance(value, list | tuple):
+        return {prefix: str(list(value))}
+    return {prefix: value}
+
+
+def _load_anomalib_benchmark_classes() -> tuple[type, type, type, type]:
+    """Import anomalib's pipeline classes lazily (they import ``anomalib.engine``)."""
+    from anomalib.pipelines.benchmark.job import BenchmarkJob
+    from anomalib.pipelines.components import JobGenerator
+    from anomalib.pipelines.components.base import Pipeline
+    from anomalib.pipelines.components.runners import ParallelRunner
+
+    return BenchmarkJob, JobGenerator, Pipeline, ParallelRunner
+
+
+def _build_classes() -> tuple[type, type, type]:
+    """Create the job, generator and pipeline subclasses (deferred so that importing this module stays light)."""
+    BenchmarkJob, JobGenerator, Pipeline, ParallelRunner = _load_anomalib_benchmark_classes()  # noqa: N806
+    from anomalib.pipelines.components.runners import SerialRunner
+    from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
+
+    class ClipadBenchmarkJob(BenchmarkJob):
+        """One benchmark run: build the model and datamodule, ``fit`` then ``test`` them (keyword arguments)."""
+
+        name = "benchmark"
+
+        def __init__(self, accelerator: str, config: dict[str, Any], seed: int, flat_cfg: dict[str, Any]) -> None:
+            # Keep the picklable configuration, not instances: models are built inside ``run`` (one process per
+            # job with ParallelRunner; one failing configuration does not abort the others).
+            self.accelerator = accelerator
+            self.config = config
+            self.seed = seed
+            self.flat_cfg = flat_cfg
+
+        def run(self, task_id: int | None = None) -> dict[str, Any]:
+            """Fit and test one model on one datamodule.
+
+            Args:
+                task_id: Device index when run by the parallel runner.
+
+            Returns:
+                Durations, the flattened configuration and the test metrics; for a failed job, the configuration
+                and an ``error`` entry (the traceback goes to the log).
+            """
+            from anomalib.data import AnomalibDataModule
+            from anomalib.engine import Engine
+            from anomalib.models import AnomalibModule
+            from lightning import seed_everything
+
+            devices: str | list[int] = "auto" if task_id is None else [task_id]
+            job_start = time.time()
+            try:
+                seed_everything(self.seed)
+                model = instantiate(self.config["model"], AnomalibModule, "model")
+                datamodule = instantiate(self.config["data"], AnomalibDataModule, "data")
+                with TemporaryDirectory() as temp_dir:
+                    engine = Engine(accelerator=self.accelerator, devices=devices, default_root_dir=temp_dir)
+                    fit_start = time.time()
+                    engine.fit(model=model, datamodule=datamodule)
+                    test_start = time.time()
+                    test_results = engine.test(model=model, datamodule=datamodule)
+            except Exception as exc:
+                # A failed job still gets its row (with the error), and the pipeline's exit code reports it.
+                logger.exception("Benchmark job failed: %s", self.flat_cfg)
+                return {"accelerator": self.accelerator, **self.flat_cfg, "error": f"{type(exc).__name__}: {exc}"}
+            job_end = time.time()
+            output = {
+                "accelerator": self.accelerator,
+                "job_duration": job_end - job_start,
+                "fit_duration": test_start - fit_start,
+                "test_duration": job_end - test_start,
+                "model": type(model).__name__,
+                **self.flat_cfg,
+                **(test_results[0] if test_results else {}),
+            }
+            logger.info("Completed with result %s", output)
+            return output
+
+        @staticmethod
+        def collect(results: list[dict[str, Any]]) -> pd.DataFrame:
+            """One row per job, columns = union of all jobs' keys (empty where a job has no such key)."""
+            return pd.DataFrame(results)
+
+        @staticmethod
+        def save(result: pd.DataFrame) -> None:
+            """Print the table and write ``runs/benchmark/<timestamp>/results.csv``."""
+            if len(result):
+                BenchmarkJob._print_tabular_results(result)
+            path = RESULTS_DIR / datetime.now().strftime("%Y-%m-%d-%H_%M_%S") / "results.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            result.to_csv(path, index=False)
+            print(f"Saved benchmark results ({len(result)} rows) to {path}")
+
+    class ClipadBenchmarkJobGenerator(JobGenerator):
+        """Expand the ``grid`` entries of the ``benchmark`` section into one job per combination."""
+
+        def __init__(self, accelerator: str) -> None:
+            self.accelerator = accelerator
+
+        @property
+        def job_class(self) -> type:
+            """The job class (:class:`ClipadBenchmarkJob`)."""
+            return ClipadBenchmarkJob
+
+        def generate_jobs(self, args: dict, previous_stage_result: Any = None) -> Any:
+            """Yield one job per grid combination.
+
+            Args:
+                args: The ``benchmark`` section (``seed``, ``model``, ``data``, any of them with ``grid``).
+                previous_stage_result: Unused.
+
+            Yields:
+                Jobs, each holding its own configuration.
+
+            Raises:
+                ValueError: If ``model`` or ``data`` is missing.
+            """
+            del previous_stage_result
+            for key in ("model", "data"):
+                if key not in args:
+                    msg = f"The benchmark section needs a '{key}' entry."
+                    raise ValueError(msg)
+            for container in get_iterator_from_grid_dict(args):
+                yield ClipadBenchmarkJob(
+                    accelerator=self.accelerator,
+                    config={"model": container["model"], "data": container["data"]},
+                    seed=int(container.get("seed", 42)),
+                    flat_cfg=_flatten("", container),
+                )
+
+    class ClipadBenchmark(Pipeline):
+        """anomalib's benchmark pipeline with :class:`ClipadBenchmarkJob`; ``run`` returns whether all jobs passed."""
+
+        @staticmethod
+        def _setup_runners(args: dict) -> list:
+            accelerators = args.get("accelerator", "cpu")
+            accelerators = accelerators if isinstance(accelerators, list) else [accelerators]
+            runners = []
+            for accelerator in accelerators:
+                if accelerator not in _SUPPORTED_ACCELERATORS:
+                    msg = f"Unsupported accelerator {accelerator!r}; expected one of {_SUPPORTED_ACCELERATORS}."
+                    raise ValueError(msg)
+                device_count = torch.cuda.device_count()
+                generator = ClipadBenchmarkJobGenerator(accelerator)
+                if accelerator == "cpu" or device_count <= 1:
+                    runners.append(SerialRunner(generator))
+                else:
+                    runners.append(ParallelRunner(generator, n_jobs=device_count))
+            return runners
+
+        def run_config(self, config: dict[str, Any]) -> bool:
+            """Run every job of ``config``.
+
+            Args:
+                config: The parsed YAML configuration.
+
+            Returns:
+                ``True`` when every job succeeded (a CSV is written either way).
+            """
+            runners = self._setup_runners(config)
+            ok = True
+            for runner in runners:
+                try:
+                    results = runner.run(config.get("benchmark") or {}, None)
+                except Exception:
+                    logger.exception("Benchmark runner %s reported failures.", type(runner).__name__)
+                    ok = False
+                    continue
+                if "error" in results.columns and results["error"].notna().any():
+                    ok = False
+            return ok
+
+    return ClipadBenchmarkJob, ClipadBenchmarkJobGenerator, ClipadBenchmark
+
+
+def prepare_synthetic_dataset(config: dict[str, Any]) -> Path | None:
+    """Generate the dataset of the optional top-level ``synthetic_dataset`` entry when its folder is missing.
+
+    Args:
+        config: The parsed YAML configuration.
+
+    Returns:
+        The category folder, or ``None`` when the configuration has no ``synthetic_dataset`` entry.
+    """
+    spec = config.get("synthetic_dataset")
+    if not spec:
+        return None
+    from anomalib_clipad.data.synthetic import generate_synthetic_dataset
+
+    spec = dict(spec)
+    root = Path(spec.pop("root"))
+    category = spec.pop("category", "widget")
+    folder = root / category
+    if folder.is_dir() and any(folder.iterdir()):
+        print(f"Using the existing synthetic dataset {folder}")
+        return folder
+    generate_synthetic_dataset(root, category, **spec)
+    print(f"Generated the synthetic dataset {folder}")
+    return folder
+
+
+def run_benchmark(config_path: str | Path) -> bool:
+    """Run the benchmark described by a YAML file (anomalib's format, see the module docstring).
+
+    Args:
+        config_path: Path of the YAML configuration.
+
+    Returns:
+        ``True`` when every job succeeded. Tracebacks of failed jobs go to ``runs/pipeline.log``.
+
+    Raises:
+        FileNotFoundError: If the configuration file does not exist.
+        ValueError: If the file is not a YAML mapping with a ``benchmark`` section.
+    """
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        msg = f"Benchmark configuration {config_path} does not exist."
+        raise FileNotFoundError(msg)
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    if not isinstance(config, dict) or not isinstance(config.get("benchmark"), dict):
+        msg = f"{config_path} must be a YAML mapping with a 'benchmark' section (anomalib's benchmark format)."
+        raise ValueError(msg)
+    prepare_synthetic_dataset(config)
+
+    from anomalib.utils.logging import redirect_logs
+
+    _, _, pipeline_class = _build_classes()
+    LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+    redirect_logs(str(LOG_FILE))
+    ok = pipeline_class().run_config(config)
+    if not ok:
+        print(f"Some benchmark jobs failed; see {LOG_FILE} for the tracebacks.")
+    return ok
