@@ -73,7 +73,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     generate = subparsers.add_parser("generate-data", help="write the synthetic MVTec-layout dataset only")
     generate.add_argument("--root", type=Path, default=Path("datasets/clipad_synthetic"))
-    generate.add_argument("--category", default="widget")
+    generate.add_argument("--category", default="bottle")
     generate.add_argument("--kind", choices=("object", "texture"), default="object")
     generate.add_argument("--n-train", type=int, default=8)
     generate.add_argument("--n-test-good", type=int, default=6)

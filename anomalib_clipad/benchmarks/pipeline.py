@@ -92,6 +92,35 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+_SUMMARY_COLUMNS = (
+    "model.class_path",
+    "model.init_args.k_shot",
+    "image_AUROC",
+    "pixel_AUROC",
+    "image_F1Score",
+    "pixel_F1Score",
+    "fit_duration",
+    "test_duration",
+    "error",
+)
+
+
+def summary_table(result: pd.DataFrame) -> str:
+    """A compact text table of the main columns (anomalib's rich table of every column is unreadable when wide).
+
+    Args:
+        result: The collected results, one row per job.
+
+    Returns:
+        The table as text; the CSV keeps every column.
+    """
+    columns = [column for column in _SUMMARY_COLUMNS if column in result.columns]
+    table = result[columns].rename(columns={"model.class_path": "model", "model.init_args.k_shot": "k_shot"})
+    if "error" in table.columns:
+        table["error"] = table["error"].fillna("").astype(str).str.slice(0, 60)
+    return table.to_string(index=False, float_format=lambda value: f"{value:.3f}", na_rep="")
+
+
 def _load_anomalib_benchmark_classes() -> tuple[type, type, type, type]:
     """Import anomalib's pipeline classes lazily (they import ``anomalib.engine``)."""
     from anomalib.pipelines.benchmark.job import BenchmarkJob
@@ -174,7 +203,7 @@ def _build_classes() -> tuple[type, type, type]:
         def save(result: pd.DataFrame) -> None:
             """Print the table and write ``runs/benchmark/<timestamp>/results.csv``."""
             if len(result):
-                BenchmarkJob._print_tabular_results(result)
+                print(summary_table(result))
             path = RESULTS_DIR / datetime.now().strftime("%Y-%m-%d-%H_%M_%S") / "results.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             result.to_csv(path, index=False)
