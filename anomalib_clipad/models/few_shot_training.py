@@ -186,9 +186,12 @@ class FewShotPromptTrainingMixin:
             self._refresh_if_stale()
 
     def on_train_end(self) -> None:
-        """Refresh inference buffers when training stops (also when stopped early by the user)."""
+        """Refresh inference buffers when training stops (also when stopped by the user); free the feature cache."""
         super().on_train_end()  # type: ignore[misc]
         self._refresh_if_stale()
+        state = self._shot_state()
+        state["cache"] = {}
+        state["encoded"] = False
 
     def on_validation_start(self) -> None:
         """Inference buffers must reflect the current parameters."""
