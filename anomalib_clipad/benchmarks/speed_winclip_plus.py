@@ -27,17 +27,27 @@ from anomalib_clipad.clip.loading import register_model_configs
 from anomalib_clipad.models.winclip_plus.torch_model import WinCLIPPlusModel
 
 
-def _time_per_image(function: Callable[[], object], batch: int, repeats: int, warmup: int) -> float:
-    """Median seconds per image over ``repeats`` timed calls of ``function`` (after ``warmup`` untimed ones)."""
+def _time_rounds(functions: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, measured in interleaved rounds.
+
+    One round calls every function once, in turn, so that a change of machine load (shared CPUs) affects all of them
+    alike; the first ``warmup`` rounds are not kept.
+    """
+    timings: dict[str, list[float]] = {name: [] for name in functions}
     with torch.inference_mode():
-        for _ in range(warmup):
-            function()
-        timings = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            function()
-            timings.append(time.perf_counter() - start)
-    return sorted(timings)[len(timings) // 2] / batch
+        for round_index in range(warmup + rounds):
+            for name, function in functions.items():
+                start = time.perf_counter()
+                function()
+                if round_index >= warmup:
+                    timings[name].append(time.perf_counter() - start)
+    return timings
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _anomalib_winclip(backbone: str) -> torch.nn.Module:
@@ -62,9 +72,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--backbone", default="ViT-B-16-plus-240", help="open_clip architecture (random weights)")
     parser.add_argument("--image-size", type=int, default=240, help="input side in pixels (the backbone's own)")
     parser.add_argument("--batch", type=int, default=8, help="images per forward")
-    parser.add_argument("--repeats", type=int, default=3, help="timed forwards per model (the median is reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards per model first")
-    parser.add_argument("--plain-repeats", type=int, default=5, help="timed plain forwards (they are short)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (one forward of each model per round)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--skip-anomalib", action="store_true", help="do not time anomalib's WinClip")
     args = parser.parse_args(argv)
@@ -89,31 +98,41 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if theirs is not None:
             theirs.setup("object", reference)
 
-    # "plain": what CLIP.encode_image does, on the same tower
+    # "plain": what CLIP.encode_image does (patch embedding, blocks, ln_post + proj of the class token), same tower
     vision = ours.vision
-    results = {
-        "plain": _time_per_image(
-            lambda: vision(images).class_token, args.batch, args.plain_repeats, max(args.warmup, 1)
-        ),
-        "ours": _time_per_image(lambda: ours(images), args.batch, args.repeats, args.warmup),
+    functions: dict[str, Callable[[], object]] = {
+        "plain": lambda: vision(images).class_token,
+        "ours": lambda: ours(images),
     }
     if theirs is not None:
-        results["anomalib"] = _time_per_image(lambda: theirs(images), args.batch, args.repeats, args.warmup)
+        functions["anomalib"] = lambda: theirs(images)
+    timings = _time_rounds(functions, args.repeats, args.warmup)
+    results = {name: _median(values) / args.batch for name, values in timings.items()}
 
     print(
         f"backbone {args.backbone} (random init), {args.image_size} px, batch {args.batch}, "
-        f"median of {args.repeats} after {args.warmup} warm-up, {torch.get_num_threads()} CPU threads, "
+        f"{args.repeats} interleaved rounds after {args.warmup} warm-up, {torch.get_num_threads()} CPU threads, "
         f"torch {torch.__version__}"
     )
-    print(f"plain encode_image       : {results['plain'] * 1000:9.1f} ms/image")
-    ours_ratio = results["ours"] / results["plain"]
-    print(f"WinCLIP+ 1-shot (ours)   : {results['ours'] * 1000:9.1f} ms/image = {ours_ratio:.2f}x plain")
+    for name, label in (
+        ("plain", "plain encode_image"),
+        ("ours", "WinCLIP+ 1-shot (ours)"),
+        ("anomalib", "anomalib WinClip 1-shot"),
+    ):
+        if name in results:
+            per_round = ", ".join(f"{value / args.batch:.2f}" for value in timings[name])
+            print(
+                f"{label:<25}: {results[name] * 1000:9.1f} ms/image = {results[name] / results['plain']:6.2f}x plain "
+                f"(s/image per round: {per_round})"
+            )
     if "anomalib" in results:
+        ratios = [
+            theirs_time / ours_time for theirs_time, ours_time in zip(timings["anomalib"], timings["ours"], strict=True)
+        ]
         print(
-            f"anomalib WinClip 1-shot  : {results['anomalib'] * 1000:9.1f} ms/image = "
-            f"{results['anomalib'] / results['plain']:.2f}x plain"
+            f"ours is {results['anomalib'] / results['ours']:.2f}x faster than anomalib's WinClip "
+            f"(per round: {', '.join(f'{ratio:.2f}' for ratio in ratios)})"
         )
-        print(f"ours is {results['anomalib'] / results['ours']:.2f}x faster than anomalib's WinClip")
     return results
 
 

@@ -13,13 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from anomalib_clipad.clip import TINY_BACKBONE
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL = "anomalib_clipad.models.winclip_plus.WinCLIPPlus"
+MODEL = "anomalib_clipad.WinCLIPPlus"  # the full class path: works with or without the registration hook
 TINY_MODEL_ARGS = [
     "--model.backbone",
     TINY_BACKBONE,
@@ -57,21 +54,12 @@ def _metrics(output: str) -> dict[str, float]:
     return metrics
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_dataset(
-        root, category="bottle", n_train=3, n_test_good=2, n_test_defect=2, image_size=64, defect_types=("stain",)
-    )
-    return root
-
-
-def test_folder_zero_shot(dataset: Path, tmp_path: Path) -> None:
-    category = dataset / "bottle"
+def test_folder_zero_shot(synthetic_category_dir: Path, tmp_path: Path) -> None:
+    category = synthetic_category_dir
     output = _run(
         [
-            _anomalib(), "test", "--model", MODEL, "--model.class_name", "bottle", *TINY_MODEL_ARGS,
-            "--data", "anomalib.data.Folder", "--data.name", "bottle", "--data.root", str(category),
+            _anomalib(), "test", "--model", MODEL, "--model.class_name", "widget", *TINY_MODEL_ARGS,
+            "--data", "anomalib.data.Folder", "--data.name", "widget", "--data.root", str(category),
             "--data.normal_dir", "train/good", "--data.abnormal_dir", "test/stain", "--data.normal_test_dir",
             "test/good", "--data.mask_dir", "ground_truth/stain", *LOADER_ARGS,
             "--default_root_dir", str(tmp_path / "results"),
@@ -82,12 +70,14 @@ def test_folder_zero_shot(dataset: Path, tmp_path: Path) -> None:
     assert "reference images" not in output  # zero-shot: no shots drawn
 
 
-def test_mvtec_one_shot_then_export_and_load_in_fresh_process(dataset: Path, tmp_path: Path) -> None:
+def test_mvtec_one_shot_then_export_and_load_in_fresh_process(
+    synthetic_root: Path, synthetic_category: str, tmp_path: Path
+) -> None:
     model_args = ["--model", MODEL, "--model.k_shot", "1", "--model.seed", "5", *TINY_MODEL_ARGS]
     output = _run(
         [
-            _anomalib(), "test", *model_args, "--data", "anomalib.data.MVTecAD", "--data.root", str(dataset),
-            "--data.category", "bottle", *LOADER_ARGS, "--default_root_dir", str(tmp_path / "results"),
+            _anomalib(), "test", *model_args, "--data", "anomalib.data.MVTecAD", "--data.root", str(synthetic_root),
+            "--data.category", synthetic_category, *LOADER_ARGS, "--default_root_dir", str(tmp_path / "results"),
         ],
         cwd=tmp_path,
     )  # fmt: skip
@@ -108,7 +98,7 @@ def test_mvtec_one_shot_then_export_and_load_in_fresh_process(dataset: Path, tmp
     exported = tmp_path / "export" / "weights" / "torch" / "model.pt"
     assert exported.is_file()
 
-    test_image = next((dataset / "bottle" / "test" / "stain").glob("*.png"))
+    test_image = next((synthetic_root / synthetic_category / "test" / "stain").glob("*.png"))
     script = (
         "import sys, torch\n"
         "from anomalib.data.utils.image import read_image\n"
