@@ -230,6 +230,17 @@ def test_missing_class_name() -> None:
         lightning.setup("test")
 
 
+@torch.no_grad()
+def test_memory_not_set_gives_clear_error(model, images, references) -> None:
+    model.setup("bottle", None)
+    with pytest.raises(WinCLIPNotReadyError, match="no reference memory"):
+        model.few_shot_map(model.encode(images))
+    with pytest.raises(ValueError, match="3-channel"):
+        model.setup("bottle", references[:, :1])
+    with pytest.raises(ValueError, match=r"size \(64, 64\)"):
+        model.setup("bottle", references[..., :32])
+
+
 def test_unknown_backbone_and_unreadable_weights(tmp_path) -> None:
     with pytest.raises(UnknownBackboneError, match="ViT-Q-99"):
         WinCLIPPlusModel("ViT-Q-99", None)
@@ -273,6 +284,19 @@ def test_k_larger_than_train_set(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="only 3"):
         folder_model.setup("test")
+
+
+@torch.no_grad()
+def test_reference_folder(tmp_path) -> None:
+    paths = _write_images(tmp_path / "refs", 3)
+    lightning = WinCLIPPlus(
+        class_name="bottle", k_shot=2, few_shot_source=tmp_path / "refs", backbone=TINY_BACKBONE, pretrained=None,
+        image_size=IMAGE_SIZE,
+    )  # fmt: skip
+    lightning.setup("test")
+    assert len(set(lightning.reference_paths)) == 2
+    assert set(lightning.reference_paths) <= set(paths)
+    assert lightning.model.k_shot == 2
 
 
 @torch.no_grad()

@@ -173,7 +173,7 @@ class WinCLIPPlusModel(nn.Module):
 
         Raises:
             WinCLIPNotReadyError: no class name was ever given.
-            ValueError: invalid reference images.
+            ValueError: invalid reference images (wrong shape, grayscale, none).
         """
         if class_name is not None:
             self.setup_text(class_name, task_specific_states)
@@ -265,6 +265,12 @@ class WinCLIPPlusModel(nn.Module):
         The mean of the patch, small- and mid-window associations; window associations are spread to patches by
         harmonic averaging.
         """
+        if not self.is_few_shot:
+            msg = (
+                "WinCLIP+ has no reference memory: call setup(class_name, reference_images) with K >= 1 normal images "
+                "(the Lightning model does so when k_shot > 0)."
+            )
+            raise WinCLIPNotReadyError(msg)
         n_patches = features.grid_size[0] * features.grid_size[1]
         maps = [associate(features.patches, self.patch_memory)]
         for scale, windows in zip(self.scales, features.windows, strict=True):
