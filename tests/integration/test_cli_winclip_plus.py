@@ -70,7 +70,7 @@ def test_folder_zero_shot(synthetic_category_dir: Path, tmp_path: Path) -> None:
     assert "reference images" not in output  # zero-shot: no shots drawn
 
 
-def test_mvtec_one_shot_then_export_and_load_in_fresh_process(
+def test_mvtec_one_shot_then_predict_export_and_load_in_fresh_process(
     synthetic_root: Path, synthetic_category: str, tmp_path: Path
 ) -> None:
     model_args = ["--model", MODEL, "--model.k_shot", "1", "--model.seed", "5", *TINY_MODEL_ARGS]
@@ -95,10 +95,21 @@ def test_mvtec_one_shot_then_export_and_load_in_fresh_process(
         ],
         cwd=tmp_path,
     )  # fmt: skip
+    # predict from the checkpoint on a bare image folder: no train split, no class name, the state comes from the ckpt
+    defect_folder = synthetic_root / synthetic_category / "test" / "stain"
+    _run(
+        [
+            _anomalib(), "predict", *model_args, "--ckpt_path", str(checkpoints[0]), "--data", str(defect_folder),
+            "--default_root_dir", str(tmp_path / "predict"),
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert len(list((tmp_path / "predict").rglob("*.png"))) == len(list(defect_folder.glob("*.png")))
+
     exported = tmp_path / "export" / "weights" / "torch" / "model.pt"
     assert exported.is_file()
 
-    test_image = next((synthetic_root / synthetic_category / "test" / "stain").glob("*.png"))
+    test_image = next(defect_folder.glob("*.png"))
     script = (
         "import sys, torch\n"
         "from anomalib.data.utils.image import read_image\n"

@@ -226,8 +226,14 @@ def test_missing_class_name() -> None:
         fresh.setup(None, torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE))
     lightning = WinCLIPPlus(backbone=TINY_BACKBONE, pretrained=None, image_size=IMAGE_SIZE)
     lightning._trainer = SimpleNamespace(datamodule=SimpleNamespace(category=None))
+    lightning.setup("test")  # a checkpoint restored after setup could still provide the prompts
     with pytest.raises(ValueError, match="class_name"):
-        lightning.setup("test")
+        lightning.on_test_start()
+    one_shot = WinCLIPPlus(class_name="bottle", k_shot=1, backbone=TINY_BACKBONE, pretrained=None, image_size=64)
+    one_shot._trainer = SimpleNamespace(datamodule=None)
+    one_shot.setup("predict")
+    with pytest.raises(ValueError, match="needs normal reference images"):
+        one_shot.on_predict_start()
 
 
 @torch.no_grad()

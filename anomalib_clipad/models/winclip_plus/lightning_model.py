@@ -113,41 +113,72 @@ class WinCLIPPlus(AnomalibModule):
         self.few_shot_source = Path(few_shot_source) if few_shot_source else None
         self.task_specific_states = task_specific_states
         self.reference_paths: list[str] = []
+        self._not_ready_reason: str | None = None
         self.is_setup = False
 
     def setup(self, stage: str | None = None) -> None:
         """Build the text prototypes and, for WinCLIP+, the reference memories (once per model).
 
+        What cannot be built here (no class name, no source of reference images, e.g. ``anomalib predict
+        --ckpt_path`` on a folder of images) may still come from the checkpoint that Lightning restores after this
+        hook; if it does not, the start of validation, test or prediction raises a clear error (:meth:`check_ready`).
+
         Raises:
-            ValueError: no class name (neither ``class_name`` nor a datamodule ``category``), ``k_shot`` larger than
-                the number of normal train images, or unknown category for ``task_specific_states="builtin"``.
+            ValueError: ``k_shot`` larger than the number of normal images available, or unknown category for
+                ``task_specific_states="builtin"``.
         """
         del stage
         if self.is_setup:
             return
         trainer = getattr(self, "_trainer", None)
-        category = resolve_class_name(self.class_name, trainer)
+        try:
+            category = resolve_class_name(self.class_name, trainer)
+        except ValueError as error:
+            self._not_ready_reason = str(error)
+            return
         references = None
         if self.k_shot:
             shots = self._collect_shots(trainer)
-            references = shots.images
-            self.reference_paths = shots.paths
-            logger.info("WinCLIP+ reference images (k=%d, seed=%d): %s", self.k_shot, self.seed, shots.paths)
+            if shots is None:
+                self._not_ready_reason = (
+                    f"WinCLIP+ with k_shot={self.k_shot} needs normal reference images: run it with a datamodule that "
+                    "has a train split, pass `few_shot_source` (a folder of normal images), or a checkpoint."
+                )
+            else:
+                references = shots.images
+                self.reference_paths = shots.paths
+                logger.info("WinCLIP+ reference images (k=%d, seed=%d): %s", self.k_shot, self.seed, shots.paths)
         self.model.setup(prompt_class_name(category), references, self._task_specific_states(category))
         self.is_setup = True
 
-    def _collect_shots(self, trainer: Any) -> Shots:
+    def check_ready(self) -> None:
+        """Raise a clear error if the text prototypes or (for ``k_shot > 0``) the reference memories are missing.
+
+        Raises:
+            ValueError: what ``setup`` could not build was not restored from a checkpoint either.
+        """
+        if self.model.text_prototypes.numel() == 0 or (self.k_shot and not self.model.is_few_shot):
+            raise ValueError(self._not_ready_reason or "WinCLIPPlus is not set up: call setup() first.")
+
+    def on_validation_start(self) -> None:
+        """Check that the model is ready (after any checkpoint restore)."""
+        self.check_ready()
+
+    def on_test_start(self) -> None:
+        """Check that the model is ready (after any checkpoint restore)."""
+        self.check_ready()
+
+    def on_predict_start(self) -> None:
+        """Check that the model is ready (after any checkpoint restore)."""
+        self.check_ready()
+
+    def _collect_shots(self, trainer: Any) -> Shots | None:
         transform = getattr(self.pre_processor, "transform", None) or clip_transform(self.image_size)
         if self.few_shot_source is not None:
             return load_reference_folder(self.few_shot_source, self.k_shot, self.seed, transform)
-        datamodule = getattr(trainer, "datamodule", None)
-        train_data = getattr(datamodule, "train_data", None)
+        train_data = getattr(getattr(trainer, "datamodule", None), "train_data", None)
         if train_data is None:
-            msg = (
-                f"WinCLIP+ with k_shot={self.k_shot} needs normal reference images: run it with a datamodule that has "
-                "a train split, or pass `few_shot_source` (a folder of normal images)."
-            )
-            raise ValueError(msg)
+            return None
         return collect_shots(train_data, self.k_shot, self.seed, transform)
 
     def _task_specific_states(self, category: str) -> list[str] | None:
