@@ -50,6 +50,21 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def _block_cost_per_token(ours: WinCLIPPlusModel, batch: int, rounds: int) -> None:
+    """Print the time per token of one ViT block on the plain batch and on each scale's window batch."""
+    vision = ours.vision
+    block = vision.blocks[0]
+    n_patches = ours.grid_size[0] * ours.grid_size[1]
+    shapes = {"plain": (batch, n_patches + 1)}
+    for scale in ours.scales:
+        shapes[f"windows {scale}x{scale}"] = (batch * ours.window_indices(scale).shape[0], scale * scale + 1)
+    inputs = {name: torch.randn(*shape, vision.width) for name, shape in shapes.items()}
+    timings = _time_rounds({name: (lambda x=x: block(x)) for name, x in inputs.items()}, rounds, warmup=1)
+    for name, (sequences, length) in shapes.items():
+        per_token = _median(timings[name]) / (sequences * length)
+        print(f"one block, {name:<12}: {sequences:5d} x {length:3d} tokens, {per_token * 1e6:8.1f} us/token")
+
+
 def _anomalib_winclip(backbone: str) -> torch.nn.Module:
     """Anomalib's WinClipModel on ``backbone`` with random weights (it hard-codes its backbone and weights tag)."""
     import anomalib.models.image.winclip.torch_model as anomalib_winclip
@@ -76,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--skip-anomalib", action="store_true", help="do not time anomalib's WinClip")
+    parser.add_argument("--block-profile", action="store_true", help="also time one ViT block per token shape")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -133,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"ours is {results['anomalib'] / results['ours']:.2f}x faster than anomalib's WinClip "
             f"(per round: {', '.join(f'{ratio:.2f}' for ratio in ratios)})"
         )
+    if args.block_profile:
+        _block_cost_per_token(ours, args.batch, max(args.repeats, 3))
     return results
 
 
