@@ -473,7 +473,8 @@ class PromptADModel(nn.Module):
             RuntimeError: the model has not been trained / given its memories yet.
             ValueError: bad input images.
         """
-        if not (bool(self.memory_ready) and bool(self.text_ready)):
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+        if not tracing and not (bool(self.memory_ready) and bool(self.text_ready)):
             msg = (
                 "PromptAD has no vision memory or text prototypes yet: train it on k normal shots first "
                 "(`anomalib train`/`Engine.fit`) or load a trained checkpoint (`--ckpt_path`)."
