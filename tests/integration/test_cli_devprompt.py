@@ -20,7 +20,7 @@ import torch
 from anomalib_clipad.data.synthetic import generate_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL = "anomalib_clipad.models.devprompt.DevPrompt"
+MODEL = "anomalib_clipad.DevPrompt"
 MODEL_ARGS = [
     "--model", MODEL,
     "--model.k_shot", "1",
