@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Value-value (V-V) self-attention of a frozen CLIP block.
+"""Attention of a frozen CLIP block computed outside its ``forward``: value-value attention, class-token-only blocks.
 
 PromptAD calls the dual-path ViT that uses it "VV-CLIP", AnomalyCLIP calls it "DPAM" (diagonally prominent attention
 map); both follow CLIP Surgery. In a V-V block the query and key projections are replaced by the value projection::
@@ -34,10 +34,7 @@ def value_value_attention(block: nn.Module, normed_tokens: torch.Tensor) -> torc
     Raises:
         TypeError: the block's attention is not an ``nn.MultiheadAttention`` with a packed input projection.
     """
-    attention = block.attn
-    if not isinstance(attention, nn.MultiheadAttention) or attention.in_proj_weight is None:
-        msg = f"V-V attention needs nn.MultiheadAttention blocks with packed projections, got {type(attention)}."
-        raise TypeError(msg)
+    attention = _packed_attention(block)
     batch, length, width = normed_tokens.shape
     heads = attention.num_heads
     value_weight = attention.in_proj_weight[2 * width :]
@@ -47,3 +44,43 @@ def value_value_attention(block: nn.Module, normed_tokens: torch.Tensor) -> torc
     attended = F.scaled_dot_product_attention(values, values, values)
     attended = attended.transpose(1, 2).reshape(batch, length, width)
     return block.ls_1(attention.out_proj(attended))
+
+
+def _packed_attention(block: nn.Module) -> nn.MultiheadAttention:
+    attention = block.attn
+    if not isinstance(attention, nn.MultiheadAttention) or attention.in_proj_weight is None:
+        msg = f"Expected nn.MultiheadAttention blocks with packed projections, got {type(attention)}."
+        raise TypeError(msg)
+    return attention
+
+
+def class_token_block(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The class-token output of an open_clip ``ResidualAttentionBlock``, computing nothing else.
+
+    When only the class token of a block's output is read (the last block of WinCLIP's window pass), the other
+    tokens are needed as keys and values only: their queries, attention outputs and MLPs are skipped. The result
+    equals ``block(tokens)[:, 0]`` up to floating-point rounding.
+
+    Args:
+        block: an open_clip residual attention block (self-attention, ``nn.MultiheadAttention`` with a packed input
+            projection).
+        tokens: the block's input ``(B, L, width)``, class token first.
+
+    Returns:
+        ``(B, width)``: the block's output at the class token.
+
+    Raises:
+        TypeError: the block's attention is not an ``nn.MultiheadAttention`` with a packed input projection.
+    """
+    attention = _packed_attention(block)
+    batch, length, width = tokens.shape
+    heads = attention.num_heads
+    normed = block.ln_1(tokens)
+    weight, bias = attention.in_proj_weight, attention.in_proj_bias
+    query = F.linear(normed[:, :1], weight[:width], bias[:width] if bias is not None else None)
+    keys_values = F.linear(normed, weight[width:], bias[width:] if bias is not None else None)
+    keys, values = keys_values.view(batch, length, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
+    query = query.view(batch, 1, heads, width // heads).transpose(1, 2)
+    attended = F.scaled_dot_product_attention(query, keys, values).transpose(1, 2).reshape(batch, width)
+    class_token = tokens[:, 0] + block.ls_1(attention.out_proj(attended))
+    return class_token + block.ls_2(block.mlp(block.ln_2(class_token)))

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from .attention import value_value_attention
+from .attention import class_token_block, value_value_attention
 
 POSITION_INTERPOLATION_MODES = ("bilinear", "bicubic")
 
@@ -245,6 +245,10 @@ class ClipVisionTower(nn.Module):
     def window_class_tokens(self, embedded: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Projected class token of the ViT run on each window's tokens only (all windows in one batch).
 
+        Exactly the ViT on each window's ``1 + k`` tokens, computed without work whose result is not read: the last
+        block computes only the class token's output (the other tokens serve as its keys and values,
+        :func:`~anomalib_clipad.clip.attention.class_token_block`).
+
         Args:
             embedded: tokens from :meth:`embed` ``(B, 1 + N, width)`` (position embeddings already added).
             indices: ``(n_windows, k)`` patch indices of each window (from :func:`window_indices`).
@@ -257,9 +261,10 @@ class ClipVisionTower(nn.Module):
         patches = embedded[:, 1:][:, indices.reshape(-1)].reshape(batch * n_windows, window_length, width)
         class_token = embedded[:, :1].expand(batch, n_windows, width).reshape(batch * n_windows, 1, width)
         hidden = self.ln_pre(torch.cat([class_token, patches], dim=1))
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             hidden = block(hidden)
-        return self.project(hidden[:, 0]).reshape(batch, n_windows, -1)
+        class_tokens = class_token_block(self.blocks[-1], hidden)
+        return self.project(class_tokens).reshape(batch, n_windows, -1)
 
     def _check_layers(self, patch_layers: Sequence[int], vv_start_layer: int | None, vv_layers: Sequence[int]) -> None:
         for layer in [*patch_layers, *vv_layers, *([vv_start_layer] if vv_start_layer is not None else [])]:

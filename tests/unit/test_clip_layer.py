@@ -24,6 +24,7 @@ from anomalib_clipad.clip import (
     validate_images,
     window_indices,
 )
+from anomalib_clipad.clip.attention import class_token_block
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +196,14 @@ def test_window_tokens_match_window_by_window_forward(clip, vision, images, wind
         torch.testing.assert_close(features.window_tokens[0][:, window], expected)
 
 
+@pytest.mark.parametrize("layer_scale", [None, 0.5])
+def test_class_token_block_equals_the_block_at_the_class_token(layer_scale: float | None) -> None:
+    torch.manual_seed(3)
+    block = open_clip.transformer.ResidualAttentionBlock(48, 4, ls_init_value=layer_scale).double().eval()
+    tokens = torch.randn(5, 10, 48, dtype=torch.float64)
+    torch.testing.assert_close(class_token_block(block, tokens), block(tokens)[:, 0])
+
+
 def test_window_indices_reject_bad_sizes() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         window_indices((2, 2), 3)
@@ -276,6 +285,45 @@ def test_deep_prompts_replace_tokens_at_chosen_layers(clip, text) -> None:
         hidden = block(hidden, attn_mask=clip.attn_mask)
     hidden = clip.ln_final(hidden)
     torch.testing.assert_close(encoded, hidden[torch.arange(2), tokens.argmax(-1)] @ clip.text_projection)
+
+
+def test_text_pass_stops_at_the_last_end_of_text_token_without_changing_results(clip, text) -> None:
+    tokens = text.tokenize(["X X X X bottle.", "X X X X damaged bottle."])
+    assert text.is_causal
+    assert text.used_length(tokens) == int(tokens.argmax(-1).max()) + 1 == 9
+    # deep prompts longer than the prompts keep their positions
+    deep = {1: torch.randn(12, 64, dtype=torch.float64), 3: torch.randn(12, 64, dtype=torch.float64)}
+    assert text.used_length(tokens, deep) == 13
+    encoded = text(tokens, deep_prompts=deep)
+    hidden = clip.token_embedding(tokens) + clip.positional_embedding
+    for layer, block in enumerate(clip.transformer.resblocks, start=1):
+        if layer in deep:
+            hidden = torch.cat([hidden[:, :1], deep[layer].expand(2, -1, -1), hidden[:, 13:]], dim=1)
+        hidden = block(hidden, attn_mask=clip.attn_mask)
+    hidden = clip.ln_final(hidden)
+    torch.testing.assert_close(encoded, hidden[torch.arange(2), tokens.argmax(-1)] @ clip.text_projection)
+    # gradients of learnable context equal those of the full 77-position pass
+    context = torch.randn(4, 64, dtype=torch.float64, requires_grad=True)
+    text(tokens, token_embeddings=splice_context(text.embed_tokens(tokens), context)).square().sum().backward()
+    full = clip.token_embedding(tokens).clone()
+    full_context = context.detach().clone().requires_grad_(True)
+    full = torch.cat([full[:, :1], full_context.expand(2, -1, -1), full[:, 5:]], dim=1) + clip.positional_embedding
+    full = clip.ln_final(clip.transformer(full, attn_mask=clip.attn_mask))
+    (full[torch.arange(2), tokens.argmax(-1)] @ clip.text_projection).square().sum().backward()
+    torch.testing.assert_close(context.grad, full_context.grad)
+
+
+def test_text_tower_without_causal_mask_runs_every_position(clip) -> None:
+    causal_mask = clip.attn_mask
+    clip.attn_mask = None  # a bidirectional text tower
+    try:
+        text = ClipTextTower(clip, TINY_BACKBONE)
+    finally:
+        clip.attn_mask = causal_mask
+    assert not text.is_causal
+    tokens = text.tokenize(["a bottle."])
+    hidden = clip.ln_final(clip.transformer(clip.token_embedding(tokens) + clip.positional_embedding))
+    torch.testing.assert_close(text(tokens), hidden[torch.arange(1), tokens.argmax(-1)] @ clip.text_projection)
 
 
 def test_tokenize_rejects_a_bare_string(text) -> None:
