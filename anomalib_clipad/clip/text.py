@@ -11,6 +11,10 @@
   the tokens).
 * Deep prompts (AnomalyCLIP): ``deep_prompts={layer: (n, width)}`` replaces token positions ``1..n`` at the input of
   text block ``layer`` (1-indexed).
+
+CLIP's text transformer is causal and reads its output at the end-of-text token, so positions after the last
+end-of-text token of a batch cannot change any result: :meth:`ClipTextTower.forward` drops them (prompts of about ten
+tokens then cost a seventh of the 77-position pass, forward and backward). Towers without a causal mask run in full.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class ClipTextTower(nn.Module):
         self.text_projection = tower.text_projection
         self.logit_scale = clip_model.logit_scale
         self.register_buffer("attn_mask", tower.attn_mask, persistent=False)
+        self.is_causal = _is_causal_mask(tower.attn_mask, self.context_length)
 
     @property
     def width(self) -> int:
@@ -121,8 +126,9 @@ class ClipTextTower(nn.Module):
             ``(N, D)`` text embeddings.
         """
         hidden = self.embed_tokens(tokens) if token_embeddings is None else token_embeddings
-        hidden = hidden + self.positional_embedding.to(hidden.dtype)
-        attn_mask = self.attn_mask
+        length = self.used_length(tokens, deep_prompts) if self.is_causal else hidden.shape[1]
+        hidden = hidden[:, :length] + self.positional_embedding[:length].to(hidden.dtype)
+        attn_mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
         for layer, block in enumerate(self.blocks, start=1):
             if deep_prompts and layer in deep_prompts:
                 hidden = splice_context(hidden, deep_prompts[layer], start=1)
@@ -133,6 +139,21 @@ class ClipTextTower(nn.Module):
             return self.text_projection(pooled)
         return pooled @ self.text_projection
 
+    def used_length(self, tokens: torch.Tensor, deep_prompts: dict[int, torch.Tensor] | None = None) -> int:
+        """Positions a causal pass needs: up to the last end-of-text token of the batch (and any deep prompt).
+
+        Args:
+            tokens: ``(N, L)`` token ids (the end-of-text token has the largest id, as open_clip's pooling assumes).
+            deep_prompts: the deep prompts of :meth:`forward`; positions ``1..n`` they replace are kept.
+
+        Returns:
+            The number of leading positions that determine every output of :meth:`forward`.
+        """
+        length = int(tokens.argmax(dim=-1).max()) + 1
+        for prompts in (deep_prompts or {}).values():
+            length = max(length, 1 + int(prompts.shape[-2]))
+        return min(length, tokens.shape[1])
+
     def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
         """Raw embeddings ``(N, D)`` of fixed prompts."""
         return self(self.tokenize(texts))
@@ -140,3 +161,11 @@ class ClipTextTower(nn.Module):
     def encode_prompt_set(self, texts: Sequence[str]) -> torch.Tensor:
         """One ``(D,)`` feature for a set of prompts: the mean of the raw embeddings, then L2-normalised."""
         return F.normalize(self.encode_prompts(texts).mean(dim=0), dim=-1)
+
+
+def _is_causal_mask(attn_mask: torch.Tensor | None, context_length: int) -> bool:
+    """Whether an additive attention mask blocks exactly the future positions (CLIP's causal text mask)."""
+    if attn_mask is None or tuple(attn_mask.shape) != (context_length, context_length):
+        return False
+    future = torch.ones(context_length, context_length, dtype=torch.bool, device=attn_mask.device).triu(1)
+    return bool(torch.equal(torch.isneginf(attn_mask), future))
