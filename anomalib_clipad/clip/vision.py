@@ -7,6 +7,8 @@ One forward pass of :class:`ClipVisionTower` returns what a method asks for:
 
 * ``class_token``: the image embedding (original path, ``ln_post`` then ``proj``), as ``CLIP.encode_image``;
 * ``patch_tokens[l]``: raw patch tokens of the original path after block ``l`` (1-indexed);
+* ``attention_tokens[l]``: raw patch tokens of the original path inside block ``l``, after its attention residual and
+  before its MLP (where the PromptAD reference code's aliased hooks read its "layer ``l - 1``" memory);
 * ``vv_tokens[l]``: raw patch tokens of the dual-path V-V stream after block ``l`` (see :mod:`.attention`);
 * ``window_tokens[s]``: for each window set ``s``, the class token of the ViT run on each window's tokens only
   (WinCLIP's window features, MAE-style masking: tokens outside the window are dropped, not zeroed), all windows of a
@@ -38,6 +40,8 @@ class VisionFeatures:
     Attributes:
         class_token: ``(B, D)`` projected class token of the original path.
         patch_tokens: layer -> ``(B, N, width)`` raw patch tokens of the original path after that block.
+        attention_tokens: layer -> ``(B, N, width)`` raw patch tokens of the original path after that block's
+            attention residual (before its MLP).
         vv_tokens: layer -> ``(B, N, width)`` raw patch tokens of the V-V stream after that block.
         window_tokens: one ``(B, n_windows, D)`` tensor of projected window class tokens per window set.
         grid_size: ``(rows, columns)`` of the patch grid; ``N = rows * columns``.
@@ -46,6 +50,7 @@ class VisionFeatures:
     class_token: torch.Tensor
     grid_size: tuple[int, int]
     patch_tokens: dict[int, torch.Tensor] = field(default_factory=dict)
+    attention_tokens: dict[int, torch.Tensor] = field(default_factory=dict)
     vv_tokens: dict[int, torch.Tensor] = field(default_factory=dict)
     window_tokens: list[torch.Tensor] = field(default_factory=list)
 
@@ -207,6 +212,8 @@ class ClipVisionTower(nn.Module):
         vv_start_layer: int | None = None,
         vv_layers: Sequence[int] = (),
         windows: Sequence[torch.Tensor] = (),
+        *,
+        attention_layers: Sequence[int] = (),
     ) -> VisionFeatures:
         """Run the tower once and return the requested taps.
 
@@ -216,6 +223,8 @@ class ClipVisionTower(nn.Module):
             vv_start_layer: first block (1-indexed) with a V-V path; ``None`` for no V-V stream.
             vv_layers: blocks (1-indexed, ``>= vv_start_layer``) whose V-V stream patch tokens to return.
             windows: window index sets from :func:`window_indices`; one ``window_tokens`` entry per set.
+            attention_layers: blocks (1-indexed) whose patch tokens after the attention residual (before the MLP) to
+                return.
 
         Returns:
             The :class:`VisionFeatures` of the batch.
@@ -224,7 +233,7 @@ class ClipVisionTower(nn.Module):
             ValueError: a layer is out of range, V-V layers without a V-V start, or invalid images.
         """
         validate_images(images)
-        self._check_layers(patch_layers, vv_start_layer, vv_layers)
+        self._check_layers([*patch_layers, *attention_layers], vv_start_layer, vv_layers)
         embedded, grid_size = self.embed(images)
         hidden = self.ln_pre(embedded)
         vv_stream = None
@@ -233,7 +242,12 @@ class ClipVisionTower(nn.Module):
             if vv_start_layer is not None and layer >= vv_start_layer:
                 vv_stream = hidden if vv_stream is None else vv_stream
                 vv_stream = vv_stream + value_value_attention(block, block.ln_1(hidden))
-            hidden = block(hidden)
+            if layer in attention_layers:
+                hidden = hidden + block.ls_1(block.attention(q_x=block.ln_1(hidden)))
+                features.attention_tokens[layer] = hidden[:, 1:]
+                hidden = hidden + block.ls_2(block.mlp(block.ln_2(hidden)))
+            else:
+                hidden = block(hidden)
             if layer in patch_layers:
                 features.patch_tokens[layer] = hidden[:, 1:]
             if layer in vv_layers:

@@ -140,6 +140,21 @@ def test_class_and_patch_tokens_match_plain_clip(clip, vision, images) -> None:
     torch.testing.assert_close(projected, clip.visual.ln_post(outputs[7][:, 1:]) @ clip.visual.proj)
 
 
+def test_attention_tokens_are_taken_between_attention_and_mlp(clip, vision, images) -> None:
+    features = vision(images, patch_layers=[3, 4, 8], attention_layers=[4])
+    outputs = _plain_blocks(clip, images)
+    block = clip.visual.transformer.resblocks[3]
+    normed = block.ln_1(outputs[2])
+    expected = outputs[2] + block.attn(normed, normed, normed, need_weights=False)[0]
+    torch.testing.assert_close(features.attention_tokens[4], expected[:, 1:])
+    # the block's output (and everything after it) is unchanged by the tap
+    torch.testing.assert_close(features.patch_tokens[4], outputs[3][:, 1:])
+    torch.testing.assert_close(features.patch_tokens[8], outputs[7][:, 1:])
+    torch.testing.assert_close(features.class_token, clip.encode_image(images))
+    with pytest.raises(ValueError, match="does not exist"):
+        vision(images, attention_layers=[9])
+
+
 def _naive_vv(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """q = k = v attention written head by head with an explicit softmax."""
     attention = block.attn
