@@ -205,6 +205,24 @@ class TestReferenceFixture:
         block_output_map = model.visual_map(reference_setup["test"])
         assert (block_output_map - reference["visual_map_15"]).abs().max() > 1e-3
 
+    def test_reference_memory_tap_reproduces_the_fixture(self, reference: dict, reference_setup: dict) -> None:
+        """``memory_tap="reference"`` reads the memories where the reference does: every output matches the fixture."""
+        model = PromptADModel(reference_setup["clip"], REFERENCE_BACKBONE, k_shot=1, memory_tap="reference").eval()
+        model.load_state_dict(reference_setup["model"].state_dict())  # trained contexts and text prototypes
+        with torch.no_grad():
+            model.build_memory(model.encode_images(reference["ref_images"]))
+            scores = model.scores(model.encode_images(reference["test_images"]), (400, 400))
+        torch.testing.assert_close(scores["visual_map"], reference["visual_map_15"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(scores["anomaly_map"], reference["seg_map_400"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(scores["pred_score"], reference["image_score"], atol=ATOL, rtol=0)
+
+    def test_memory_tap_is_validated(self, reference_setup: dict) -> None:
+        clip = reference_setup["clip"]
+        with pytest.raises(ValueError, match="memory_tap must be one of"):
+            PromptADModel(clip, REFERENCE_BACKBONE, memory_tap="hooks")
+        with pytest.raises(ValueError, match="memory_layers must be below 12"):
+            PromptADModel(clip, REFERENCE_BACKBONE, memory_layers=(3, 12), memory_tap="reference")
+
     def test_checkpoint_of_another_backbone_is_refused(self, reference_setup: dict, tiny_model: PromptADModel) -> None:
         with pytest.raises(ValueError, match="another backbone"):
             reference_setup["model"].load_state_dict(tiny_model.state_dict())

@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 PLACEHOLDER = "X"
 HEADS = ("image", "pixel")
 REFERENCE_MAP_SIZE = 400
+MEMORY_TAPS = ("block_output", "reference")
 """PromptAD smooths its pixel maps with sigma = 4 at 400 x 400; sigma is scaled with the output size."""
 
 
@@ -199,6 +200,9 @@ class PromptADModel(nn.Module):
         n_learned_anomaly_prompts: ``L``, learnable anomaly prompts per normal prompt.
         n_ctx_anomaly: ``E_A``, tokens per learnable anomaly prompt.
         memory_layers: original-path blocks (1-indexed) whose patch tokens form the vision memories.
+        memory_tap: where the memory tokens of layer ``l`` are read: ``"block_output"`` (the output of block ``l``,
+            the paper and decisions.md) or ``"reference"`` (inside block ``l + 1``, after its attention residual:
+            what the official code's aliased forward hooks read, to reproduce its published numbers).
         alignment_weight: ``λ`` of the alignment loss.
         eam_margin: margin of the explicit anomaly margin loss.
         sigma: Gaussian sigma of the pixel map at :data:`REFERENCE_MAP_SIZE` px (scaled with the output size).
@@ -224,6 +228,7 @@ class PromptADModel(nn.Module):
         eam_margin: float = 0.0,
         sigma: float = 4.0,
         seed: int | None = None,
+        memory_tap: str = "block_output",
     ) -> None:
         super().__init__()
         if k_shot < 1:
@@ -241,6 +246,16 @@ class PromptADModel(nn.Module):
             msg = f"image_size {image_size} is not a multiple of the patch size {self.vision.patch_size} of {backbone}."
             raise ValueError(msg)
         self.vision._check_layers(tuple(memory_layers), 1, (self.vision.num_layers,))
+        if memory_tap not in MEMORY_TAPS:
+            msg = f"memory_tap must be one of {MEMORY_TAPS}, got {memory_tap!r}."
+            raise ValueError(msg)
+        if memory_tap == "reference" and max(memory_layers) >= self.vision.num_layers:
+            msg = (
+                "memory_tap='reference' reads layer l inside block l + 1: memory_layers must be below "
+                f"{self.vision.num_layers}, got {list(memory_layers)}."
+            )
+            raise ValueError(msg)
+        self.memory_tap = memory_tap
         self.image_size = int(image_size)
         self.k_shot = int(k_shot)
         self.memory_layers = tuple(int(layer) for layer in memory_layers)
@@ -363,10 +378,16 @@ class PromptADModel(nn.Module):
         """
         validate_images(images, (self.image_size, self.image_size))
         last = self.vision.num_layers
-        features = self.vision(images, patch_layers=self.memory_layers, vv_start_layer=1, vv_layers=(last,))
+        if self.memory_tap == "reference":
+            inside = tuple(layer + 1 for layer in self.memory_layers)
+            features = self.vision(images, vv_start_layer=1, vv_layers=(last,), attention_layers=inside)
+            memories = {layer: features.attention_tokens[layer + 1] for layer in self.memory_layers}
+        else:
+            features = self.vision(images, patch_layers=self.memory_layers, vv_start_layer=1, vv_layers=(last,))
+            memories = {layer: features.patch_tokens[layer] for layer in self.memory_layers}
         output = {"class_token": features.class_token, "vv_tokens": self.vision.project(features.vv_tokens[last])}
-        for layer in self.memory_layers:
-            output[f"memory_{layer}"] = features.patch_tokens[layer]
+        for layer, tokens in memories.items():
+            output[f"memory_{layer}"] = tokens
         return output
 
     @torch.no_grad()
