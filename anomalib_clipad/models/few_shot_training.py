@@ -19,8 +19,20 @@ datamodule's train set to the ``k_shot`` chosen normal images:
 * a fixed number of epochs is run and the last state is used: no early stopping and no model selection. Validation
   (anomalib's threshold and normalisation calibration) runs once, after the last epoch.
 
-Hosts implement four hooks:
+The mixin also supplies the training recipe the prompt-learning methods share (PromptAD's; DevPrompt reuses it):
+the fixed epoch count without sanity validation (:attr:`trainer_arguments`), SGD on the trainable (prompt)
+parameters with cosine annealing to ``min_lr`` per epoch (:meth:`configure_optimizers`), a validation step that
+scores the batch for the post-processor's calibration, anomalib's post-processor, the class name of the prompts (the
+``class_name`` hyper-parameter or the datamodule's ``category``), and checkpoints that store the shot paths and the
+class name and refuse weights of another architecture (:attr:`checkpoint_architecture_hparams`).
 
+The k-shot train loader runs in the main process (``num_workers=0``): with all shots in one batch and the features
+cached, an epoch is one small batch, and re-spawning the datamodule's worker processes every epoch (anomalib's
+default is 8 workers) cost about 0.4 s per epoch, ten times the rest of a tiny model's epoch.
+
+Hosts implement five hooks:
+
+* :meth:`configure_class` ``(class_name)``: build the prompts of a class;
 * :meth:`compute_cached_features` ``(images) -> dict[str, Tensor]``: frozen-encoder features of a batch;
 * :meth:`on_shots_encoded` ``(features)``: called once when every shot is cached (features stacked in the order of
   :attr:`few_shot_paths`), e.g. to build a vision memory;
@@ -29,31 +41,58 @@ Hosts implement four hooks:
 * :meth:`refresh_inference_state` ``()``: recompute whatever inference needs from the current parameters (e.g. text
   prototypes); called before validation, test, predict and checkpointing when parameters changed.
 
-Use it as the first base: ``class PromptAD(FewShotPromptTrainingMixin, AnomalibModule)``; the host must have
-``k_shot`` and ``seed`` hyper-parameters (``self.hparams``).
+Use it as the first base: ``class PromptAD(FewShotPromptTrainingMixin, AnomalibModule)``; the host must have the
+hyper-parameters ``k_shot``, ``seed``, ``class_name``, ``epochs``, ``lr``, ``momentum``, ``weight_decay`` and
+``min_lr`` (``self.hparams``), and a torch model ``self.model`` with a ``class_name`` attribute.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import torch
 from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.post_processing import PostProcessor
+from torch.utils.data import DataLoader
 
 from anomalib_clipad.data.shots import normal_sample_indices, select_shot_indices
+from anomalib_clipad.models.common import resolve_class_name
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATHS_KEY = "few_shot_paths"
+CHECKPOINT_CLASS_KEY = "prompt_class_name"
+
+
+def check_training_arguments(model_name: str, k_shot: int, epochs: int) -> None:
+    """Validate the arguments every prompt-learning model shares, before any weights are loaded.
+
+    Raises:
+        ValueError: ``k_shot`` or ``epochs`` below 1.
+    """
+    if k_shot < 1:
+        msg = f"{model_name} needs at least one normal shot, got k_shot={k_shot}."
+        raise ValueError(msg)
+    if epochs < 1:
+        msg = f"epochs must be at least 1, got {epochs}."
+        raise ValueError(msg)
 
 
 class FewShotPromptTrainingMixin:
     """Mixin for an ``AnomalibModule`` that trains prompts on k cached normal shots (see the module docstring)."""
 
     few_shot_paths: list[str]
+    checkpoint_architecture_hparams: tuple[str, ...] = ("backbone", "image_size", "memory_layers")
+    """Hyper-parameters that shape the weights: a checkpoint made with other values is refused with a clear error."""
 
     # ------------------------------------------------------------------------------------------ hooks to implement
+    def configure_class(self, class_name: str) -> None:
+        """Build the prompts (and tokens) of ``class_name``."""
+        raise NotImplementedError
+
     def compute_cached_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Frozen-encoder features of pre-processed training images ``(B, 3, H, W)``; every value has batch dim B."""
         raise NotImplementedError
@@ -81,12 +120,56 @@ class FewShotPromptTrainingMixin:
             self.__dict__["_few_shot_state"] = {"cache": {}, "encoded": False, "stale": False}
         return self.__dict__["_few_shot_state"]
 
+    @staticmethod
+    def configure_post_processor() -> PostProcessor:
+        """Anomalib's post-processor (thresholds and normalisation calibrated on the validation set)."""
+        return PostProcessor()
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Fixed epoch count (``epochs``), no sanity validation, one device."""
+        return {"max_epochs": int(self.hparams.epochs), "num_sanity_val_steps": 0, "devices": 1}  # type: ignore[attr-defined]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD on the trainable (prompt) parameters, cosine annealing to ``min_lr`` over the epochs (per epoch)."""
+        hparams = self.hparams  # type: ignore[attr-defined]
+        parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]  # type: ignore[attr-defined]
+        optimizer = torch.optim.SGD(
+            parameters,
+            lr=hparams.lr,
+            momentum=hparams.momentum,
+            weight_decay=hparams.weight_decay,
+        )
+        trainer = self.trainer  # type: ignore[attr-defined]
+        max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs, eta_min=hparams.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        """Score a validation batch (the post-processor calibrates thresholds on it)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())  # type: ignore[attr-defined]
+
     def setup(self, stage: str) -> None:
-        """On ``"fit"``: narrow the datamodule's train set to the k seeded shots (other stages: nothing).
+        """Build the prompts of the class; on ``"fit"`` also narrow the datamodule's train set to the k shots.
+
+        The class name (``class_name`` or the datamodule's ``category``) is required to train; at inference from a
+        checkpoint it may be missing, and the checkpoint's stored prompts are used.
 
         Lightning calls ``setup`` once per stage (``"fit"``, ``"validate"``, ``"test"``, ``"predict"``), after the
         datamodule's own ``setup``; narrowing is idempotent, so repeated fits keep the same shots.
+
+        Raises:
+            ValueError: training without a class name.
         """
+        try:
+            class_name = resolve_class_name(self.hparams.class_name, self._trainer)  # type: ignore[attr-defined]
+        except ValueError:
+            if stage == "fit":
+                raise
+            class_name = None
+        if class_name is not None:
+            self.configure_class(class_name)
         super().setup(stage)  # type: ignore[misc]
         if stage == "fit":
             self.narrow_train_set()
@@ -119,6 +202,10 @@ class FewShotPromptTrainingMixin:
             raise ValueError(msg) from error
         dataset.subsample(chosen, inplace=True)
         datamodule.train_batch_size = k_shot
+        # all shots in one batch, loaded in this process: no worker processes re-spawned every epoch
+        datamodule.train_dataloader = partial(
+            DataLoader, dataset, batch_size=k_shot, shuffle=False, num_workers=0, collate_fn=dataset.collate_fn
+        )
         self.few_shot_paths = [str(path) for path in dataset.samples["image_path"]]
         state = self._shot_state()
         state["cache"] = {path: value for path, value in state["cache"].items() if path in self.few_shot_paths}
@@ -210,12 +297,35 @@ class FewShotPromptTrainingMixin:
 
     # ---------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the shot paths (and make sure the saved buffers are current)."""
+        """Store the shot paths and the class name of the prompts (and make sure the saved buffers are current)."""
         self._refresh_if_stale()
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
         checkpoint[CHECKPOINT_PATHS_KEY] = list(getattr(self, "few_shot_paths", []))
+        checkpoint[CHECKPOINT_CLASS_KEY] = self.model.class_name  # type: ignore[attr-defined]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the shot paths of a trained checkpoint."""
+        """Refuse a checkpoint of another architecture; restore the shot paths and the class name.
+
+        Raises:
+            ValueError: a hyper-parameter of :attr:`checkpoint_architecture_hparams` differs from this model's.
+        """
+        saved = checkpoint.get("hyper_parameters", {})
+        name = type(self).__name__
+        for hparam in self.checkpoint_architecture_hparams:
+            current = self.hparams[hparam]  # type: ignore[attr-defined]
+            stored = saved.get(hparam, current)
+            if _as_list(stored) != _as_list(current):
+                msg = (
+                    f"This {name} checkpoint was trained with {hparam}={stored!r}, but the model was built with "
+                    f"{hparam}={current!r}. Build the model with the checkpoint's settings (or load it with "
+                    f"`{name}.load_from_checkpoint`, which does so)."
+                )
+                raise ValueError(msg)
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
         self.few_shot_paths = list(checkpoint.get(CHECKPOINT_PATHS_KEY, []))
+        model = self.model  # type: ignore[attr-defined]
+        model.class_name = checkpoint.get(CHECKPOINT_CLASS_KEY, model.class_name)
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else value

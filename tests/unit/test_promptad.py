@@ -490,9 +490,12 @@ class TestTraining:
 
         model.model.vision.forward = counting
         before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-        datamodule = MVTecAD(root=dataset_root, category="bottle", num_workers=0, train_batch_size=1, eval_batch_size=8)
+        # anomalib's default of 8 loader workers: the k-shot train loader must not re-spawn them every epoch
+        datamodule = MVTecAD(root=dataset_root, category="bottle", train_batch_size=1, eval_batch_size=8)
         engine = Engine(default_root_dir=tmp_path, accelerator="cpu", logger=False, limit_val_batches=0)
         engine.fit(model, datamodule=datamodule)
+        loader = datamodule.train_dataloader()
+        assert (loader.num_workers, loader.batch_size) == (0, 2)
 
         assert sum(encoded) == 2  # the frozen encoder saw each of the 2 shots exactly once over 3 epochs
         assert engine.trainer.current_epoch == 3
@@ -545,6 +548,17 @@ class TestTraining:
             model.setup("fit")
         with pytest.raises(ValueError, match="backbone"):
             model.on_load_checkpoint({"hyper_parameters": {"backbone": REFERENCE_BACKBONE}})
+        with pytest.raises(ValueError, match="memory_tap='reference'"):
+            model.on_load_checkpoint({"hyper_parameters": {"memory_tap": "reference"}})
+        with pytest.raises(ValueError, match="k_shot=0"):
+            PromptAD(k_shot=0, backbone=TINY_BACKBONE, pretrained=None)
+        with pytest.raises(ValueError, match="epochs"):
+            PromptAD(epochs=0, backbone=TINY_BACKBONE, pretrained=None)
+        with pytest.raises(ValueError, match="memory_tap"):
+            PromptAD(memory_tap="inside", backbone=TINY_BACKBONE, pretrained=None)
+        reference_tap = PromptAD(memory_tap="reference", memory_layers=(3, 7), backbone=TINY_BACKBONE, pretrained=None)
+        assert reference_tap.model.memory_tap == "reference"
+        assert reference_tap.hparams.memory_tap == "reference"
         with pytest.raises(ValueError, match="placeholder"):
             PromptAD(backbone=TINY_BACKBONE, pretrained=None, class_name="bottle", anomaly_states=["cracked"])
         assert model.learning_type.value == "one_class"

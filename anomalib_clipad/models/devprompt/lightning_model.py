@@ -22,7 +22,6 @@ with ``seed`` and on anomalies synthesised from them (see :mod:`anomalib_clipad.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from anomalib.metrics import Evaluator
@@ -32,14 +31,10 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 
 from anomalib_clipad.clip.loading import load_clip
-from anomalib_clipad.models.common import clip_pre_processor, resolve_class_name
-from anomalib_clipad.models.few_shot_training import FewShotPromptTrainingMixin
-from anomalib_clipad.models.promptad import PromptAD
+from anomalib_clipad.models.common import clip_pre_processor
+from anomalib_clipad.models.few_shot_training import FewShotPromptTrainingMixin, check_training_arguments
 
 from .torch_model import ANOMALOUS_SUFFIX, BACKBONE, IMAGE_SIZE, NORMAL_SUFFIX, PRETRAINED, DevPromptModel
-
-CHECKPOINT_CLASS_KEY = "devprompt_class_name"
-ARCHITECTURE_HPARAMS = ("backbone", "image_size", "memory_layers")
 
 
 class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
@@ -108,12 +103,7 @@ class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
         visualizer: Visualizer | bool = True,
     ) -> None:
         """Build the model (loads the CLIP weights)."""
-        if epochs < 1:
-            msg = f"epochs must be at least 1, got {epochs}."
-            raise ValueError(msg)
-        if k_shot < 1:
-            msg = f"DevPrompt needs at least one normal shot, got k_shot={k_shot}."
-            raise ValueError(msg)
+        check_training_arguments(type(self).__name__, k_shot, epochs)
         if anomaly_source_path is not None and not Path(anomaly_source_path).is_dir():
             msg = f"anomaly_source_path {anomaly_source_path!r} is not a folder of texture images."
             raise ValueError(msg)
@@ -151,32 +141,15 @@ class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
         """Resize (bicubic) to the model input (240 by default) and CLIP mean/std normalisation."""
         return clip_pre_processor(image_size if image_size is not None else IMAGE_SIZE)
 
-    @staticmethod
-    def configure_post_processor() -> PostProcessor:
-        """Return anomalib's post-processor (thresholds and normalisation calibrated on the validation set)."""
-        return PostProcessor()
-
-    # The same as PromptAD's (DevPrompt is PromptAD's pipeline, "other hyper-parameters as PromptAD"), from the same
-    # hyper-parameter names, reused rather than copied: the fixed epoch count without sanity validation; SGD on the
-    # trainable (prompt) parameters with cosine annealing to ``min_lr`` per epoch; a validation step that scores the
-    # batch for the post-processor's calibration.
-    trainer_arguments = PromptAD.trainer_arguments
-    configure_optimizers = PromptAD.configure_optimizers
-    validation_step = PromptAD.validation_step
-
-    def setup(self, stage: str) -> None:
-        """Build the prompts for the class, then let the mixin narrow the train set to the shots.
-
-        The class name is required to train; at inference a checkpoint's stored prompt tokens are restored after this.
-        """
-        try:
-            self.model.set_class_name(resolve_class_name(self.hparams.class_name, self._trainer))
-        except ValueError:
-            if stage == "fit":
-                raise
-        super().setup(stage)
+    # trainer_arguments, configure_optimizers (SGD + cosine), configure_post_processor, validation_step, setup and
+    # the checkpoint hooks come from FewShotPromptTrainingMixin: DevPrompt is PromptAD's pipeline ("other
+    # hyper-parameters as PromptAD"), and the mixin holds that shared recipe.
 
     # ------------------------------------------------------------------------------------------- mixin hooks
+    def configure_class(self, class_name: str) -> None:
+        """Tokenise ``[T_n, T_a]`` for the class."""
+        self.model.set_class_name(class_name)
+
     def compute_cached_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """VV-CLIP features of the shots and of their synthesised anomalies (encoded once, then cached)."""
         return self.model.encode_training_images(images)
@@ -192,30 +165,3 @@ class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
     def refresh_inference_state(self) -> None:
         """Recompute ``[e_n, e_a]`` from the trained context."""
         self.model.update_text_features()
-
-    # ------------------------------------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also store the class name the prompts were built for."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint[CHECKPOINT_CLASS_KEY] = self.model.class_name
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse checkpoints made with another architecture, with a clear message.
-
-        Raises:
-            ValueError: the checkpoint's backbone, image size or memory layers differ from this model's.
-        """
-        saved = checkpoint.get("hyper_parameters", {})
-        for name in ARCHITECTURE_HPARAMS:
-            stored, current = saved.get(name, self.hparams[name]), self.hparams[name]
-            if (list(stored) if isinstance(stored, list | tuple) else stored) != (
-                list(current) if isinstance(current, list | tuple) else current
-            ):
-                msg = (
-                    f"This DevPrompt checkpoint was trained with {name}={stored!r}, but the model was built with "
-                    f"{name}={current!r}. Build it with the checkpoint's settings (`DevPrompt.load_from_checkpoint` "
-                    "does so)."
-                )
-                raise ValueError(msg)
-        super().on_load_checkpoint(checkpoint)
-        self.model.class_name = checkpoint.get(CHECKPOINT_CLASS_KEY, self.model.class_name)

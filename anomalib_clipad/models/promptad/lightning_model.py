@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
@@ -33,8 +31,8 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 
 from anomalib_clipad.clip.loading import load_clip
-from anomalib_clipad.models.common import clip_pre_processor, resolve_class_name
-from anomalib_clipad.models.few_shot_training import FewShotPromptTrainingMixin
+from anomalib_clipad.models.common import clip_pre_processor
+from anomalib_clipad.models.few_shot_training import FewShotPromptTrainingMixin, check_training_arguments
 
 from .torch_model import PromptADModel
 
@@ -42,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 BACKBONE = "ViT-B-16-plus-240"
 PRETRAINED = "laion400m_e32"
-CHECKPOINT_CLASS_KEY = "promptad_class_name"
 
 
 class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
@@ -72,11 +69,17 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
             ``["{} with scratch"]``); default: the built-in MVTec AD / VisA list of the category, or the 8 generic
             states only for other categories.
         sigma: Gaussian sigma of the pixel map at 400 px (scaled with the input size).
+        memory_tap: where the memory tokens of layer ``l`` are read: ``"block_output"`` (output of block ``l``, the
+            paper) or ``"reference"`` (inside block ``l + 1`` after its attention residual, where the official code's
+            hooks read them; reproduces the reference implementation's numbers).
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.
         visualizer: anomalib visualizer or ``True`` for the default.
     """
+
+    # k_shot sizes the memory buffers; memory_tap changes what they hold
+    checkpoint_architecture_hparams = ("backbone", "image_size", "k_shot", "memory_layers", "memory_tap")
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
@@ -101,14 +104,13 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
         memory_layers: Sequence[int] = (3, 8),
         anomaly_states: list[str] | None = None,
         sigma: float = 4.0,
+        memory_tap: str = "block_output",
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if epochs < 1:
-            msg = f"epochs must be at least 1, got {epochs}."
-            raise ValueError(msg)
+        check_training_arguments(type(self).__name__, k_shot, epochs)
         if isinstance(pre_processor, bool) and pre_processor:
             pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
@@ -134,6 +136,7 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
             eam_margin=eam_margin,
             sigma=sigma,
             seed=seed,
+            memory_tap=memory_tap,
         )
         if anomaly_states is not None and class_name is not None:
             # fail early on malformed user states
@@ -145,42 +148,14 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
         """Resize (bicubic) to the model input (240 by default) and CLIP mean/std normalisation."""
         return clip_pre_processor(image_size if image_size is not None else 240)
 
-    @staticmethod
-    def configure_post_processor() -> PostProcessor:
-        """Anomalib's post-processor (thresholds and normalisation calibrated on the validation set)."""
-        return PostProcessor()
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """Fixed epoch count (``epochs``), no sanity validation, one device."""
-        return {"max_epochs": int(self.hparams.epochs), "num_sanity_val_steps": 0, "devices": 1}
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """SGD on the prompt parameters only, cosine annealing to ``min_lr`` over the epochs (per epoch)."""
-        parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
-        optimizer = torch.optim.SGD(
-            parameters,
-            lr=self.hparams.lr,
-            momentum=self.hparams.momentum,
-            weight_decay=self.hparams.weight_decay,
-        )
-        max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs, eta_min=self.hparams.min_lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-    def setup(self, stage: str) -> None:
-        """Build the prompts for the class (required to train; optional for inference from a checkpoint)."""
-        try:
-            class_name = resolve_class_name(self.hparams.class_name, self._trainer)
-        except ValueError:
-            if stage == "fit":
-                raise
-            class_name = None
-        if class_name is not None:
-            self.model.configure_prompts(class_name, self.hparams.anomaly_states)
-        super().setup(stage)
+    # trainer_arguments, configure_optimizers (SGD + cosine), configure_post_processor, validation_step, setup and
+    # the checkpoint hooks come from FewShotPromptTrainingMixin (the recipe PromptAD and DevPrompt share).
 
     # ------------------------------------------------------------------------------------------- mixin hooks
+    def configure_class(self, class_name: str) -> None:
+        """Build both heads' prompts for the class (with ``anomaly_states`` if given)."""
+        self.model.configure_prompts(class_name, self.hparams.anomaly_states)
+
     def compute_cached_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """VV-CLIP features of the training images (class token, V-V tokens, memory-layer tokens)."""
         return self.model.encode_images(images)
@@ -196,37 +171,3 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
     def refresh_inference_state(self) -> None:
         """Recompute both heads' text prototypes from the trained contexts."""
         self.model.update_text_features()
-
-    # -------------------------------------------------------------------------------------------- evaluation
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Score a validation batch (the post-processor calibrates thresholds on it)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    # ------------------------------------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Also store the class name the prompts were built for."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint[CHECKPOINT_CLASS_KEY] = self.model.class_name
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse checkpoints of another backbone or size with a clear message.
-
-        Raises:
-            ValueError: the checkpoint's backbone, image size or k_shot differs from this model's.
-        """
-        saved = checkpoint.get("hyper_parameters", {})
-        for name in ("backbone", "image_size", "k_shot", "memory_layers"):
-            if name in saved and _normalise(saved[name]) != _normalise(self.hparams[name]):
-                msg = (
-                    f"This checkpoint was trained with {name}={saved[name]!r}, but the model was built with "
-                    f"{name}={self.hparams[name]!r}. Build the model with the checkpoint's settings (or load it with "
-                    "`PromptAD.load_from_checkpoint`, which does so)."
-                )
-                raise ValueError(msg)
-        super().on_load_checkpoint(checkpoint)
-        self.model.class_name = checkpoint.get(CHECKPOINT_CLASS_KEY, self.model.class_name)
-
-
-def _normalise(value: Any) -> Any:
-    return list(value) if isinstance(value, list | tuple) else value
