@@ -21,11 +21,15 @@ def plain_image_forward(clip: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return clip.encode_image(images)
 
 
-def plain_text_forward_backward(clip: nn.Module, tokens: torch.Tensor) -> None:
+def plain_text_forward_backward(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """One forward + backward of open_clip's text encoder on ``tokens`` ``(N, context_length)``.
 
     The token embeddings are a leaf that requires gradients (as learnable context would be), so the backward pass
-    runs through every text block. Works for open_clip ``CLIP`` models (text tower inlined in the model).
+    runs through every text block; the CLIP weights get no gradients (frozen, as in prompt learning). Works for
+    open_clip ``CLIP`` models (text tower inlined in the model).
+
+    Returns:
+        The gradient of the summed features with respect to the token embeddings ``(N, context_length, width)``.
 
     Raises:
         TypeError: the model's text tower is not inlined (``CustomTextCLIP``).
@@ -39,4 +43,6 @@ def plain_text_forward_backward(clip: nn.Module, tokens: torch.Tensor) -> None:
         hidden = clip.ln_final(hidden)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.argmax(dim=-1)]
         features = pooled @ clip.text_projection
-        features.sum().backward()
+        # gradients of the embeddings only: the CLIP weights are frozen in prompt learning
+        (gradient,) = torch.autograd.grad(features.sum(), embeddings)
+    return gradient

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,31 +24,12 @@ from pathlib import Path
 
 import torch
 
+from anomalib_clipad.benchmarks.timing import interleaved_times, median_times
 from anomalib_clipad.clip.loading import register_model_configs
 from anomalib_clipad.models.winclip_plus.torch_model import WinCLIPPlusModel
 
-
-def _time_rounds(functions: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of each function, measured in interleaved rounds.
-
-    One round calls every function once, in turn, so that a change of machine load (shared CPUs) affects all of them
-    alike; the first ``warmup`` rounds are not kept.
-    """
-    timings: dict[str, list[float]] = {name: [] for name in functions}
-    with torch.inference_mode():
-        for round_index in range(warmup + rounds):
-            for name, function in functions.items():
-                start = time.perf_counter()
-                function()
-                if round_index >= warmup:
-                    timings[name].append(time.perf_counter() - start)
-    return timings
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+CPU = torch.device("cpu")
+WALL = time.perf_counter  # wall time per round (the figures in the README were taken with it)
 
 
 def _block_cost_per_token(ours: WinCLIPPlusModel, batch: int, rounds: int) -> None:
@@ -59,9 +41,10 @@ def _block_cost_per_token(ours: WinCLIPPlusModel, batch: int, rounds: int) -> No
     for scale in ours.scales:
         shapes[f"windows {scale}x{scale}"] = (batch * ours.window_indices(scale).shape[0], scale * scale + 1)
     inputs = {name: torch.randn(*shape, vision.width) for name, shape in shapes.items()}
-    timings = _time_rounds({name: (lambda x=x: block(x)) for name, x in inputs.items()}, rounds, warmup=1)
+    with torch.inference_mode():
+        medians = median_times({name: (lambda x=x: block(x)) for name, x in inputs.items()}, rounds, CPU, clock=WALL)
     for name, (sequences, length) in shapes.items():
-        per_token = _median(timings[name]) / (sequences * length)
+        per_token = medians[name] / (sequences * length)
         print(f"one block, {name:<12}: {sequences:5d} x {length:3d} tokens, {per_token * 1e6:8.1f} us/token")
 
 
@@ -122,8 +105,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
     if theirs is not None:
         functions["anomalib"] = lambda: theirs(images)
-    timings = _time_rounds(functions, args.repeats, args.warmup)
-    results = {name: _median(values) / args.batch for name, values in timings.items()}
+    with torch.inference_mode():
+        timings = interleaved_times(functions, args.repeats, CPU, warmup=args.warmup, clock=WALL)
+    results = {name: statistics.median(values) / args.batch for name, values in timings.items()}
 
     print(
         f"backbone {args.backbone} (random init), {args.image_size} px, batch {args.batch}, "

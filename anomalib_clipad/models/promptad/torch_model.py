@@ -318,6 +318,19 @@ class PromptADModel(nn.Module):
             learner.prompts = learner.build_prompts(name, self.states)
             self._prompt_tokens[head] = {group: self.text.tokenize(texts) for group, texts in learner.prompts.items()}
 
+    def prompt_tokens(self) -> torch.Tensor:
+        """Token ids ``(P, context_length)`` of every prompt of both heads, in :meth:`prompt_features` order.
+
+        Learnable positions hold placeholder tokens (their embeddings are replaced by the contexts).
+
+        Raises:
+            RuntimeError: :meth:`configure_prompts` was not called.
+        """
+        if not self._prompt_tokens:
+            msg = "PromptAD's prompts are not built yet: call `configure_prompts(class_name)` first."
+            raise RuntimeError(msg)
+        return torch.cat([tokens for head in self.prompt_learners for tokens in self._prompt_tokens[head].values()])
+
     def prompt_features(self) -> dict[str, dict[str, torch.Tensor]]:
         """Raw text features of every prompt of both heads, in one text-encoder pass (differentiable).
 
