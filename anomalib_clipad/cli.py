@@ -133,7 +133,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"Using the existing dataset {folder}")
     else:
         generate_synthetic_dataset(
-            args.root, category, kind=args.kind, n_train=8, n_test_good=6, n_test_defect=2, image_size=128,
+            args.root, category, kind=args.kind, n_train=8, n_test_good=8, n_test_defect=4, image_size=128,
             seed=args.seed,
         )  # fmt: skip
         print(f"Generated a synthetic {args.kind} dataset (MVTec AD layout) in {folder}")
@@ -155,8 +155,17 @@ def run_demo(args: argparse.Namespace) -> int:
         except UnknownBackboneError as error:
             print(f"\nerror: {error}", file=sys.stderr)
             return 2
+        # Thresholds and normalisation are calibrated on a validation half of the test folder, disjoint from the
+        # images the metrics are computed on (MVTecAD's default, `same_as_test`, would calibrate on the test images).
         datamodule = MVTecAD(
-            root=args.root, category=category, num_workers=0, train_batch_size=8, eval_batch_size=8, seed=args.seed
+            root=args.root,
+            category=category,
+            num_workers=0,
+            train_batch_size=8,
+            eval_batch_size=8,
+            val_split_mode="from_test",
+            val_split_ratio=0.5,
+            seed=args.seed,
         )
         # One folder per run: Engine.test writes to <root>/<Model>/<dataset>/<category>/latest (not versioned).
         run_dir = args.results / ("zero_shot" if k_shot == 0 else f"{k_shot}_shot")

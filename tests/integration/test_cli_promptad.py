@@ -7,48 +7,18 @@ Tiny random-init backbone and 64 px images; the scores are meaningless, the poin
 (two epochs, one step each, on the one chosen shot) through anomalib's Engine and that the checkpoint reloads.
 """
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import anomalib, printed_metrics
 
 from anomalib_clipad.clip import TINY_BACKBONE
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_ARGS = [
     "--model", "anomalib_clipad.PromptAD", "--model.k_shot", "1", "--model.backbone", TINY_BACKBONE,
     "--model.pretrained", "null", "--model.image_size", "64",
 ]  # fmt: skip
-METRIC = re.compile(r"(image_AUROC|pixel_AUROC|image_F1Score|pixel_F1Score)\s*│\s*([0-9.eE+-]+)")
-
-
-def _anomalib() -> str:
-    script = Path(sys.executable).with_name("anomalib")
-    return str(script) if script.exists() else "anomalib"
-
-
-def _run(arguments: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "COLUMNS": "200",
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run(arguments, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
-
-
-def _metrics(output: str) -> dict[str, float]:
-    metrics = {name: float(value) for name, value in METRIC.findall(output)}
-    assert {"image_AUROC", "pixel_AUROC", "image_F1Score", "pixel_F1Score"} <= set(metrics), output[-3000:]
-    assert all(0.0 <= value <= 1.0 for value in metrics.values()), metrics
-    return metrics
 
 
 def test_train_then_test_from_checkpoint(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
@@ -56,14 +26,14 @@ def test_train_then_test_from_checkpoint(synthetic_root: Path, synthetic_categor
         "--data", "anomalib.data.MVTecAD", "--data.root", str(synthetic_root), "--data.category", synthetic_category,
         "--data.num_workers", "0", "--data.eval_batch_size", "8",
     ]  # fmt: skip
-    train_output = _run(
-        [_anomalib(), "train", *MODEL_ARGS, "--model.epochs", "2", *data_args, "--trainer.accelerator", "cpu",
+    train_output = anomalib(
+        ["train", *MODEL_ARGS, "--model.epochs", "2", *data_args, "--trainer.accelerator", "cpu",
          "--default_root_dir", str(tmp_path / "train")],
         cwd=tmp_path,
     )  # fmt: skip
     assert "`max_epochs=2` reached" in train_output
     assert "trains on 1 normal shot(s)" in train_output
-    trained_metrics = _metrics(train_output)
+    trained_metrics = printed_metrics(train_output)
 
     checkpoints = sorted((tmp_path / "train").rglob("model.ckpt"))
     assert len(checkpoints) == 1
@@ -76,11 +46,11 @@ def test_train_then_test_from_checkpoint(synthetic_root: Path, synthetic_categor
     assert bool(state["model.memory_ready"])
     assert bool(state["model.text_ready"])
 
-    test_output = _run(
-        [_anomalib(), "test", *MODEL_ARGS, *data_args, "--trainer.accelerator", "cpu", "--ckpt_path",
+    test_output = anomalib(
+        ["test", *MODEL_ARGS, *data_args, "--trainer.accelerator", "cpu", "--ckpt_path",
          str(checkpoints[0]), "--default_root_dir", str(tmp_path / "test")],
         cwd=tmp_path,
     )  # fmt: skip
-    reloaded_metrics = _metrics(test_output)
+    reloaded_metrics = printed_metrics(test_output)
     for name, value in trained_metrics.items():
         assert reloaded_metrics[name] == pytest.approx(value, abs=1e-6), name

@@ -7,15 +7,14 @@ Tiny random-init backbone and 64 px images keep each call to a few seconds; the 
 that the whole anomalib pipeline runs and produces image and pixel metrics.
 """
 
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
+from cli_runner import anomalib, printed_metrics, run_command
+
 from anomalib_clipad.clip import TINY_BACKBONE
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "anomalib_clipad.WinCLIPPlus"  # the full class path: works with or without the registration hook
 TINY_MODEL_ARGS = [
     "--model.backbone",
@@ -26,39 +25,13 @@ TINY_MODEL_ARGS = [
     "64",
 ]
 LOADER_ARGS = ["--data.num_workers", "0", "--data.train_batch_size", "4", "--data.eval_batch_size", "4"]
-METRIC = re.compile(r"(image_AUROC|pixel_AUROC|image_F1Score|pixel_F1Score)\s*│\s*([0-9.eE+-]+)")
-
-
-def _anomalib() -> str:
-    script = Path(sys.executable).with_name("anomalib")
-    return str(script) if script.exists() else "anomalib"
-
-
-def _run(arguments: list[str], cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "COLUMNS": "200",
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run(arguments, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
-
-
-def _metrics(output: str) -> dict[str, float]:
-    metrics = {name: float(value) for name, value in METRIC.findall(output)}
-    assert {"image_AUROC", "pixel_AUROC", "image_F1Score", "pixel_F1Score"} <= set(metrics), output[-3000:]
-    assert all(0.0 <= value <= 1.0 for value in metrics.values()), metrics
-    return metrics
 
 
 def test_folder_zero_shot(synthetic_category_dir: Path, tmp_path: Path) -> None:
     category = synthetic_category_dir
-    output = _run(
+    output = anomalib(
         [
-            _anomalib(), "test", "--model", MODEL, "--model.class_name", "widget", *TINY_MODEL_ARGS,
+            "test", "--model", MODEL, "--model.class_name", "widget", *TINY_MODEL_ARGS,
             "--data", "anomalib.data.Folder", "--data.name", "widget", "--data.root", str(category),
             "--data.normal_dir", "train/good", "--data.abnormal_dir", "test/stain", "--data.normal_test_dir",
             "test/good", "--data.mask_dir", "ground_truth/stain", *LOADER_ARGS,
@@ -66,7 +39,7 @@ def test_folder_zero_shot(synthetic_category_dir: Path, tmp_path: Path) -> None:
         ],
         cwd=tmp_path,
     )  # fmt: skip
-    _metrics(output)
+    printed_metrics(output)
     assert "reference images" not in output  # zero-shot: no shots drawn
 
 
@@ -74,32 +47,32 @@ def test_mvtec_one_shot_then_predict_export_and_load_in_fresh_process(
     synthetic_root: Path, synthetic_category: str, tmp_path: Path
 ) -> None:
     model_args = ["--model", MODEL, "--model.k_shot", "1", "--model.seed", "5", *TINY_MODEL_ARGS]
-    output = _run(
+    output = anomalib(
         [
-            _anomalib(), "test", *model_args, "--data", "anomalib.data.MVTecAD", "--data.root", str(synthetic_root),
+            "test", *model_args, "--data", "anomalib.data.MVTecAD", "--data.root", str(synthetic_root),
             "--data.category", synthetic_category, *LOADER_ARGS, "--default_root_dir", str(tmp_path / "results"),
         ],
         cwd=tmp_path,
     )  # fmt: skip
-    _metrics(output)
+    printed_metrics(output)
     chosen = re.search(r"reference images \(k=1, seed=5\): \['([^']+)'\]", output.replace("\n", ""))
     assert chosen is not None, output[-3000:]
     assert "/train/good/" in chosen.group(1)
 
     checkpoints = list((tmp_path / "results").rglob("model.ckpt"))
     assert len(checkpoints) == 1
-    _run(
+    anomalib(
         [
-            _anomalib(), "export", *model_args, "--export_type", "torch", "--ckpt_path", str(checkpoints[0]),
+            "export", *model_args, "--export_type", "torch", "--ckpt_path", str(checkpoints[0]),
             "--default_root_dir", str(tmp_path / "export"),
         ],
         cwd=tmp_path,
     )  # fmt: skip
     # predict from the checkpoint on a bare image folder: no train split, no class name, the state comes from the ckpt
     defect_folder = synthetic_root / synthetic_category / "test" / "stain"
-    _run(
+    anomalib(
         [
-            _anomalib(), "predict", *model_args, "--ckpt_path", str(checkpoints[0]), "--data", str(defect_folder),
+            "predict", *model_args, "--ckpt_path", str(checkpoints[0]), "--data", str(defect_folder),
             "--default_root_dir", str(tmp_path / "predict"),
         ],
         cwd=tmp_path,
@@ -121,6 +94,6 @@ def test_mvtec_one_shot_then_predict_export_and_load_in_fresh_process(
         "assert 0 <= float(out.pred_score) <= 1 and out.pred_mask is not None\n"
         "print('K_SHOT', model.model.k_shot, 'PATHS', model.reference_paths)\n"
     )
-    loaded = _run([sys.executable, "-c", script, str(exported), str(test_image)], cwd=tmp_path)
+    loaded = run_command([sys.executable, "-c", script, str(exported), str(test_image)], cwd=tmp_path)
     assert "K_SHOT 1" in loaded
     assert chosen.group(1) in loaded  # the reference path travelled through the checkpoint into the export
