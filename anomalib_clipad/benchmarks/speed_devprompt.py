@@ -29,14 +29,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
-import time
 import warnings
-from pathlib import Path
 
 import torch
 
-from anomalib_clipad.benchmarks.references import plain_image_forward, plain_text_forward_backward
+from anomalib_clipad.benchmarks.prompt_training import (
+    CATEGORY,
+    add_common_arguments,
+    print_training,
+    text_step_times,
+    timed_fit,
+)
+from anomalib_clipad.benchmarks.references import plain_image_forward
 from anomalib_clipad.benchmarks.timing import clock_for, clock_name, median_times, synchronise
 from anomalib_clipad.clip.loading import load_clip
 from anomalib_clipad.models.devprompt import DevPrompt, DevPromptModel
@@ -50,7 +54,7 @@ def inference_ratio(backbone: str, batch_size: int, repeats: int, device: torch.
     size = model.image_size[0]
     images = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
     with torch.no_grad():
-        model.setup("bottle", torch.randn(1, 3, size, size, generator=generator).to(device))
+        model.setup(CATEGORY, torch.randn(1, 3, size, size, generator=generator).to(device))
         medians = median_times(
             {"devprompt": lambda: model(images), "plain": lambda: plain_image_forward(clip, images)}, repeats, device
         )
@@ -58,22 +62,7 @@ def inference_ratio(backbone: str, batch_size: int, repeats: int, device: torch.
     return {"devprompt_s": devprompt_time, "encode_image_s": plain_time, "ratio": devprompt_time / plain_time}
 
 
-def text_step_times(model: DevPromptModel, plain_clip: torch.nn.Module, repeats: int, device: torch.device) -> dict:
-    """Median seconds of one text forward+backward over ``[T_n, T_a]``: ours and open_clip's own."""
-    tokens = model.prompt_learner.tokens.to(device)
-
-    def ours() -> None:
-        model.zero_grad(set_to_none=True)
-        model.prompt_features().sum().backward()
-
-    medians = median_times(
-        {"ours": ours, "plain": lambda: plain_text_forward_backward(plain_clip, tokens)}, repeats, device
-    )
-    model.zero_grad(set_to_none=True)
-    return {**medians, "used_length": model.text.used_length(tokens)}
-
-
-def training_ratio(
+def training_times(
     backbone: str,
     k_shot: int,
     epochs: int,
@@ -82,91 +71,57 @@ def training_ratio(
     repeats: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Seconds of ``Trainer.fit``, of its one-time encoding, and of ``epochs`` text passes; the ratios."""
-    from anomalib.data import MVTecAD
-    from lightning.pytorch import Trainer
-
-    from anomalib_clipad.data.synthetic import generate_synthetic_dataset
-
-    clock = clock_for(device)
+    """``Trainer.fit`` of DevPrompt, its one-time encoding, and the text references (see :mod:`.prompt_training`)."""
     plain_clip = load_clip(backbone, None).to(device)  # open_clip's own text encoder, same architecture
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        generate_synthetic_dataset(root, category="bottle", n_train=k_shot, n_test_good=1, n_test_defect=1, seed=0)
-        module = DevPrompt(
-            k_shot=k_shot, backbone=backbone, pretrained=None, epochs=epochs, n_synthetic_per_shot=n_synthetic_per_shot
-        )
-        module.model.set_class_name("bottle")
-        before = text_step_times(module.model.to(device), plain_clip, repeats, device)
+    module = DevPrompt(
+        k_shot=k_shot, backbone=backbone, pretrained=None, epochs=epochs, n_synthetic_per_shot=n_synthetic_per_shot
+    )
+    model = module.model.to(device)
+    model.set_class_name(CATEGORY)
+    tokens = model.prompt_learner.tokens
 
-        one_time: list[float] = []
-        encode = module.compute_cached_features
+    def our_step() -> None:
+        model.zero_grad(set_to_none=True)
+        model.prompt_features().sum().backward()
 
-        def timed_encode(images: torch.Tensor) -> dict[str, torch.Tensor]:
-            synchronise(device)
-            start = clock()
-            features = encode(images)
-            synchronise(device)
-            one_time.append(clock() - start)
-            return features
+    def references() -> dict[str, float]:
+        times = text_step_times(our_step, plain_clip, tokens, repeats, device)
+        model.zero_grad(set_to_none=True)
+        return times
 
-        module.compute_cached_features = timed_encode
-        trainer = Trainer(
-            max_epochs=epochs,
-            accelerator=device.type,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            default_root_dir=root,
-        )
+    clock, one_time = clock_for(device), []
+    encode = module.compute_cached_features
+
+    def timed_encode(images: torch.Tensor) -> dict[str, torch.Tensor]:
         synchronise(device)
-        start, wall_start = clock(), time.perf_counter()
-        trainer.fit(module, datamodule=MVTecAD(root=root, category="bottle"))
+        start = clock()
+        features = encode(images)
         synchronise(device)
-        fit_time, fit_wall = clock() - start, time.perf_counter() - wall_start
-        if trainer.global_step != epochs:
-            msg = f"Expected one optimizer step per epoch, got {trainer.global_step} steps in {epochs} epochs."
-            raise RuntimeError(msg)
-        after = text_step_times(module.model, plain_clip, repeats, device)
-    plain, ours = (before["plain"] + after["plain"]) / 2, (before["ours"] + after["ours"]) / 2
-    setup_time = sum(one_time)
+        one_time.append(clock() - start)
+        return features
+
+    module.compute_cached_features = timed_encode
+    result = timed_fit(module, k_shot, epochs, device, references)
     return {
-        "fit_s": fit_time,
-        "fit_wall_s": fit_wall,
-        "one_time_s": setup_time,
-        "plain_text_step_s": plain,
-        "our_text_step_s": ours,
-        "ratio": fit_time / (plain * epochs),
-        "overhead_ratio": fit_time / (ours * epochs),
-        "per_epoch_overhead_ratio": (fit_time - setup_time) / (ours * epochs),
-        "used_length": before["used_length"],
-        "context_length": module.model.text.context_length,
+        **result,
+        "one_time_s": sum(one_time),
+        "used_length": model.text.used_length(tokens),
+        "context_length": model.text.context_length,
     }
 
 
 def main() -> None:
     """Run both measurements and print them."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="ViT-B-16-plus-240")
-    parser.add_argument("--k-shot", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=100)
+    add_common_arguments(parser)
     parser.add_argument("--n-synthetic-per-shot", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--skip-training", action="store_true")
     arguments = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     device = torch.device(arguments.device)
-    threads = torch.get_num_threads()
     print(
-        f"DevPrompt speed, backbone {arguments.backbone} (random init), device {device} ({threads} CPU threads), "
-        f"{clock_name(device)}, torch {torch.__version__}"
+        f"DevPrompt speed, backbone {arguments.backbone} (random init), device {device} "
+        f"({torch.get_num_threads()} CPU threads), {clock_name(device)}, torch {torch.__version__}"
     )
     inference = inference_ratio(arguments.backbone, arguments.batch_size, arguments.repeats, device)
     print(
@@ -175,7 +130,7 @@ def main() -> None:
     )
     if not arguments.skip_training:
         epochs = arguments.epochs
-        training = training_ratio(
+        training = training_times(
             arguments.backbone,
             arguments.k_shot,
             epochs,
@@ -183,24 +138,18 @@ def main() -> None:
             repeats=arguments.repeats,
             device=device,
         )
-        print(
-            f"training ({arguments.k_shot}-shot, {epochs} epochs, {arguments.n_synthetic_per_shot} synthesised "
-            f"anomalies per shot): Trainer.fit {training['fit_s']:.1f} s (wall {training['fit_wall_s']:.1f} s)"
+        print_training(
+            f"{arguments.k_shot}-shot, {epochs} epochs, {arguments.n_synthetic_per_shot} synthetic anomalies per shot",
+            epochs,
+            training,
+            context_length=int(training["context_length"]),
+            used_length=int(training["used_length"]),
         )
-        print(
-            f"  vs {epochs} x open_clip text forward+backward ({training['context_length']} positions) "
-            f"{training['plain_text_step_s'] * 1e3:.1f} ms = {training['plain_text_step_s'] * epochs:.1f} s "
-            f"-> ratio {training['ratio']:.2f}x (goal <= 1.3x)"
-        )
-        print(
-            f"  vs {epochs} x our text forward+backward (causal pass cut at position {training['used_length']}) "
-            f"{training['our_text_step_s'] * 1e3:.1f} ms = {training['our_text_step_s'] * epochs:.1f} s "
-            f"-> ratio {training['overhead_ratio']:.2f}x (everything beyond the text pass)"
-        )
+        rest = training["fit_s"] - training["one_time_s"]
         print(
             f"  of which one-time synthesis and encoding of the shots and their anomalies: "
-            f"{training['one_time_s']:.1f} s; "
-            f"the rest (per-epoch work) vs our text steps -> ratio {training['per_epoch_overhead_ratio']:.2f}x"
+            f"{training['one_time_s']:.1f} s; the rest (per-epoch work) {rest:.1f} s vs our text steps -> ratio "
+            f"{rest / (training['our_text_step_s'] * epochs):.2f}x"
         )
 
 

@@ -28,15 +28,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
-import time
 import warnings
-from pathlib import Path
 
 import torch
 
-from anomalib_clipad.benchmarks.references import plain_image_forward, plain_text_forward_backward
-from anomalib_clipad.benchmarks.timing import clock_for, clock_name, median_times, synchronise
+from anomalib_clipad.benchmarks.prompt_training import (
+    CATEGORY,
+    add_common_arguments,
+    print_training,
+    text_step_times,
+    timed_fit,
+)
+from anomalib_clipad.benchmarks.references import plain_image_forward
+from anomalib_clipad.benchmarks.timing import clock_name, median_times
 from anomalib_clipad.clip.loading import load_clip
 from anomalib_clipad.models.promptad import PromptAD, PromptADModel
 
@@ -45,7 +49,7 @@ def inference_ratio(backbone: str, batch_size: int, repeats: int, device: torch.
     """Seconds per image of PromptAD and of ``encode_image``, and their ratio."""
     clip = load_clip(backbone, None).to(device)
     model = PromptADModel(clip, backbone, k_shot=1).to(device).eval()
-    model.configure_prompts("bottle")
+    model.configure_prompts(CATEGORY)
     generator = torch.Generator().manual_seed(0)
     size = model.image_size
     images = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
@@ -59,95 +63,44 @@ def inference_ratio(backbone: str, batch_size: int, repeats: int, device: torch.
     return {"promptad_s": promptad_time, "encode_image_s": plain_time, "ratio": promptad_time / plain_time}
 
 
-def text_step_times(model: PromptADModel, plain_clip: torch.nn.Module, repeats: int, device: torch.device) -> dict:
-    """Median seconds of one text forward+backward over every prompt of both heads: ours and open_clip's own."""
-    tokens = model.prompt_tokens().to(device)
+def training_times(backbone: str, k_shot: int, epochs: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """``Trainer.fit`` of PromptAD and the text-step references (see :mod:`.prompt_training`)."""
+    plain_clip = load_clip(backbone, None).to(device)  # open_clip's own text encoder, same architecture
+    module = PromptAD(k_shot=k_shot, backbone=backbone, pretrained=None, epochs=epochs)
+    model = module.model.to(device)
+    model.configure_prompts(CATEGORY)
+    tokens = model.prompt_tokens()
 
-    def ours() -> None:
+    def our_step() -> None:
         model.zero_grad(set_to_none=True)
         features = model.prompt_features()
         torch.stack([f.sum() for groups in features.values() for f in groups.values()]).sum().backward()
 
-    medians = median_times(
-        {"ours": ours, "plain": lambda: plain_text_forward_backward(plain_clip, tokens)}, repeats, device
-    )
-    model.zero_grad(set_to_none=True)
-    return {**medians, "n_prompts": tokens.shape[0], "used_length": model.text.used_length(tokens)}
+    def references() -> dict[str, float]:
+        times = text_step_times(our_step, plain_clip, tokens, repeats, device)
+        model.zero_grad(set_to_none=True)
+        return times
 
-
-def training_ratio(backbone: str, k_shot: int, epochs: int, repeats: int, device: torch.device) -> dict[str, float]:
-    """Seconds of ``Trainer.fit`` and of ``epochs`` text forward+backward passes, and their ratios.
-
-    The text steps are timed before and after the fit (the mean of the two medians), so that a change of machine
-    load during the fit affects both sides alike as far as possible.
-    """
-    from anomalib.data import MVTecAD
-    from lightning.pytorch import Trainer
-
-    from anomalib_clipad.data.synthetic import generate_synthetic_dataset
-
-    clock = clock_for(device)
-    plain_clip = load_clip(backbone, None).to(device)  # open_clip's own text encoder, same architecture
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        generate_synthetic_dataset(root, category="bottle", n_train=k_shot, n_test_good=1, n_test_defect=1, seed=0)
-        module = PromptAD(k_shot=k_shot, backbone=backbone, pretrained=None, epochs=epochs)
-        module.model.configure_prompts("bottle")
-        before = text_step_times(module.model.to(device), plain_clip, repeats, device)
-        datamodule = MVTecAD(root=root, category="bottle")
-        trainer = Trainer(
-            max_epochs=epochs,
-            accelerator=device.type,
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            default_root_dir=root,
-        )
-        synchronise(device)
-        start, wall_start = clock(), time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
-        synchronise(device)
-        fit_time, fit_wall = clock() - start, time.perf_counter() - wall_start
-        if trainer.global_step != epochs:
-            msg = f"Expected one optimizer step per epoch, got {trainer.global_step} steps in {epochs} epochs."
-            raise RuntimeError(msg)
-        after = text_step_times(module.model, plain_clip, repeats, device)
-    plain, ours = (before["plain"] + after["plain"]) / 2, (before["ours"] + after["ours"]) / 2
+    result = timed_fit(module, k_shot, epochs, device, references)
     return {
-        "fit_s": fit_time,
-        "fit_wall_s": fit_wall,
-        "plain_text_step_s": plain,
-        "our_text_step_s": ours,
-        "ratio": fit_time / (plain * epochs),
-        "overhead_ratio": fit_time / (ours * epochs),
-        "n_prompts": before["n_prompts"],
-        "used_length": before["used_length"],
-        "context_length": module.model.text.context_length,
+        **result,
+        "n_prompts": tokens.shape[0],
+        "used_length": model.text.used_length(tokens),
+        "context_length": model.text.context_length,
     }
 
 
 def main() -> None:
     """Run both measurements and print them."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="ViT-B-16-plus-240")
-    parser.add_argument("--k-shot", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--skip-training", action="store_true")
+    add_common_arguments(parser)
     arguments = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     device = torch.device(arguments.device)
-    threads = torch.get_num_threads()
     print(
-        f"PromptAD speed, backbone {arguments.backbone} (random init), device {device} ({threads} CPU threads), "
-        f"{clock_name(device)}, torch {torch.__version__}"
+        f"PromptAD speed, backbone {arguments.backbone} (random init), device {device} "
+        f"({torch.get_num_threads()} CPU threads), {clock_name(device)}, torch {torch.__version__}"
     )
     inference = inference_ratio(arguments.backbone, arguments.batch_size, arguments.repeats, device)
     print(
@@ -155,21 +108,13 @@ def main() -> None:
         f"{inference['encode_image_s'] * 1e3:.1f} ms/image -> ratio {inference['ratio']:.2f}x (goal <= 2x)"
     )
     if not arguments.skip_training:
-        epochs = arguments.epochs
-        training = training_ratio(arguments.backbone, arguments.k_shot, epochs, arguments.repeats, device)
-        print(
-            f"training ({arguments.k_shot}-shot, {epochs} epochs, {training['n_prompts']} prompts): Trainer.fit "
-            f"{training['fit_s']:.1f} s (wall {training['fit_wall_s']:.1f} s)"
-        )
-        print(
-            f"  vs {epochs} x open_clip text forward+backward ({training['context_length']} positions) "
-            f"{training['plain_text_step_s']:.3f} s = {training['plain_text_step_s'] * epochs:.1f} s "
-            f"-> ratio {training['ratio']:.2f}x (goal <= 1.3x)"
-        )
-        print(
-            f"  vs {epochs} x our text forward+backward (causal pass cut at position {training['used_length']}) "
-            f"{training['our_text_step_s']:.3f} s = {training['our_text_step_s'] * epochs:.1f} s "
-            f"-> ratio {training['overhead_ratio']:.2f}x (everything beyond the text pass)"
+        training = training_times(arguments.backbone, arguments.k_shot, arguments.epochs, arguments.repeats, device)
+        print_training(
+            f"{arguments.k_shot}-shot, {arguments.epochs} epochs, {training['n_prompts']} prompts",
+            arguments.epochs,
+            training,
+            context_length=int(training["context_length"]),
+            used_length=int(training["used_length"]),
         )
 
 

@@ -280,6 +280,25 @@ class ClipVisionTower(nn.Module):
         class_tokens = class_token_block(self.blocks[-1], hidden)
         return self.project(class_tokens).reshape(batch, n_windows, -1)
 
+    def check_state_dict(self, state_dict: dict[str, torch.Tensor], key: str, owner: str) -> None:
+        """Refuse weights of another image tower before a model loads them.
+
+        Args:
+            state_dict: the state dict being loaded.
+            key: the key of this tower's position embedding in it (e.g. ``"model.vision.positional_embedding"``).
+            owner: the model's description for the message (e.g. ``"PromptAD (ViT-B-16-plus-240)"``).
+
+        Raises:
+            ValueError: the stored position embedding has another shape (another backbone or input size).
+        """
+        stored = state_dict.get(key)
+        if stored is not None and stored.shape != self.positional_embedding.shape:
+            msg = (
+                f"This checkpoint was made with another backbone (image position embeddings {tuple(stored.shape)}); "
+                f"{owner} has {tuple(self.positional_embedding.shape)}. Build the model with the checkpoint's backbone."
+            )
+            raise ValueError(msg)
+
     def _check_layers(self, patch_layers: Sequence[int], vv_start_layer: int | None, vv_layers: Sequence[int]) -> None:
         for layer in [*patch_layers, *vv_layers, *([vv_start_layer] if vv_start_layer is not None else [])]:
             if not 1 <= layer <= self.num_layers:

@@ -75,6 +75,21 @@ def normal_sample_indices(dataset: torch.utils.data.Dataset) -> list[int]:
     return [position for position, label in enumerate(samples["label_index"].tolist()) if int(label) == 0]
 
 
+def choose_normal_shots(dataset: torch.utils.data.Dataset, k_shot: int, seed: int) -> list[int]:
+    """Positions of ``k_shot`` normal samples of an anomalib dataset: seeded, no duplicates, in dataset order.
+
+    Raises:
+        ValueError: fewer normal images in the dataset than ``k_shot`` (or ``k_shot`` below 1).
+        TypeError: the dataset has no anomalib ``samples`` table.
+    """
+    normal = normal_sample_indices(dataset)
+    try:
+        return [normal[index] for index in select_shot_indices(len(normal), k_shot, seed)]
+    except ValueError as error:
+        msg = f"{error} (normal images in the train split of {type(dataset).__name__})."
+        raise ValueError(msg) from error
+
+
 def _read(paths: list[str], transform: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
     images = []
     for path in paths:
@@ -104,12 +119,7 @@ def collect_shots(
     Raises:
         ValueError: not enough normal images in the dataset.
     """
-    normal = normal_sample_indices(dataset)
-    try:
-        chosen = [normal[i] for i in select_shot_indices(len(normal), k_shot, seed)]
-    except ValueError as error:
-        msg = f"{error} (normal images in the train split of {type(dataset).__name__})"
-        raise ValueError(msg) from error
+    chosen = choose_normal_shots(dataset, k_shot, seed)
     paths = [str(dataset.samples["image_path"].iloc[i]) for i in chosen]
     return Shots(images=_read(paths, transform), paths=paths)
 

@@ -9,7 +9,7 @@ anomalib 2.7's ``Engine.fit`` only *validates* models whose learning type is ``Z
 datamodule's train set to the ``k_shot`` chosen normal images:
 
 * the shots are drawn from the normal images of the **train** split by
-  :func:`anomalib_clipad.data.shots.select_shot_indices` (seeded, no duplicates); their paths are logged and stored
+  :func:`anomalib_clipad.data.shots.choose_normal_shots` (seeded, no duplicates); their paths are logged and stored
   in the checkpoint (``checkpoint["few_shot_paths"]``);
 * all shots go in one batch (``train_batch_size = k_shot``), so one epoch is one optimizer step, as in PromptAD;
 * Lightning then runs the epochs, progress bar, logging and checkpointing as usual; the epoch count is the real one;
@@ -58,7 +58,7 @@ from anomalib.data import Batch
 from anomalib.post_processing import PostProcessor
 from torch.utils.data import DataLoader
 
-from anomalib_clipad.data.shots import normal_sample_indices, select_shot_indices
+from anomalib_clipad.data.shots import choose_normal_shots
 from anomalib_clipad.models.common import resolve_class_name
 
 logger = logging.getLogger(__name__)
@@ -194,12 +194,7 @@ class FewShotPromptTrainingMixin:
             )
             raise RuntimeError(msg)
         k_shot, seed = int(self.hparams.k_shot), int(self.hparams.seed)  # type: ignore[attr-defined]
-        normal = normal_sample_indices(dataset)
-        try:
-            chosen = [normal[index] for index in select_shot_indices(len(normal), k_shot, seed)]
-        except ValueError as error:
-            msg = f"{error} (normal images in the train split of {type(datamodule).__name__})."
-            raise ValueError(msg) from error
+        chosen = choose_normal_shots(dataset, k_shot, seed)
         dataset.subsample(chosen, inplace=True)
         datamodule.train_batch_size = k_shot
         # all shots in one batch, loaded in this process: no worker processes re-spawned every epoch

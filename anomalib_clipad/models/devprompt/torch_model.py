@@ -371,14 +371,7 @@ class DevPromptModel(nn.Module):
         Raises:
             ValueError: the checkpoint was made with another image tower.
         """
-        key = f"{prefix}vision.positional_embedding"
-        if key in state_dict and state_dict[key].shape != self.vision.positional_embedding.shape:
-            msg = (
-                f"This DevPrompt checkpoint was made with another backbone (image position embeddings "
-                f"{tuple(state_dict[key].shape)}; this model, {self.backbone}, has "
-                f"{tuple(self.vision.positional_embedding.shape)}). Build the model with the checkpoint's backbone."
-            )
-            raise ValueError(msg)
+        self.vision.check_state_dict(state_dict, f"{prefix}vision.positional_embedding", f"DevPrompt ({self.backbone})")
         for layer in self.memory_layers:
             stored = state_dict.get(f"{prefix}memory_{layer}")
             if stored is not None:

@@ -519,14 +519,7 @@ class PromptADModel(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Check that a checkpoint was made with the same image tower before loading it."""
-        key = prefix + "vision.positional_embedding"
-        if key in state_dict and state_dict[key].shape != self.vision.positional_embedding.shape:
-            msg = (
-                f"This PromptAD checkpoint was made with another backbone (image position embeddings "
-                f"{tuple(state_dict[key].shape)}, this model {self.backbone} has "
-                f"{tuple(self.vision.positional_embedding.shape)}). Use the checkpoint's backbone."
-            )
-            raise ValueError(msg)
+        self.vision.check_state_dict(state_dict, f"{prefix}vision.positional_embedding", f"PromptAD ({self.backbone})")
         for layer in self.memory_layers:
             memory_key = f"{prefix}memory_{layer}"
             if memory_key in state_dict and state_dict[memory_key].shape[-1] != self.vision.width:
