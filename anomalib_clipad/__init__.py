@@ -6,64 +6,39 @@
 The public model classes are importable from here (``anomalib_clipad.WinCLIPPlus``, ...); that full class path works
 everywhere anomalib accepts a class path (CLI ``--model``, YAML ``class_path``), even under ``python -S``.
 
-Importing this package also makes the classes reachable from ``anomalib.models`` (added only where the name is absent,
-never overwriting a built-in), so that ``anomalib.models.get_model("WinCLIPPlus")`` and stock ``anomalib benchmark``
-find them. After ``pip install``, the ``anomalib_clipad.pth`` hook imports this package right after
-``anomalib.models`` is imported, so ``anomalib train --model WinCLIPPlus`` works without any change to anomalib.
-
-This module must not import ``anomalib.engine``, ``anomalib.callbacks`` or ``anomalib.cli`` at top level: the hook can
-fire while those are half-initialised.
+The classes are loaded on first access (``anomalib_clipad.PromptAD`` imports :mod:`anomalib_clipad.models`), so that
+light parts such as :mod:`anomalib_clipad.data.synthetic` or ``anomalib-clipad generate-data`` do not pay for
+importing anomalib's model zoo. Importing :mod:`anomalib_clipad.models` also makes the classes reachable from
+``anomalib.models`` (:mod:`anomalib_clipad.registration`), so that ``anomalib.models.get_model("WinCLIPPlus")`` and
+stock ``anomalib benchmark`` find them. After ``pip install``, the ``anomalib_clipad.pth`` hook imports
+:mod:`anomalib_clipad.models` right after ``anomalib.models`` is imported, so ``anomalib train --model WinCLIPPlus``
+works without any change to anomalib.
 """
 
-import anomalib.models as _anomalib_models
-from anomalib.models import AnomalibModule as _AnomalibModule
+from __future__ import annotations
 
-from .models.devprompt import DevPrompt
-from .models.promptad import PromptAD
-from .models.winclip_plus import WinCLIPPlus
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
 __all__ = ["DevPrompt", "PromptAD", "WinCLIPPlus"]
 
-
-class ModelNameCollisionError(RuntimeError):
-    """Raised when a model class name of anomalib-clipad collides (case-insensitively) with an anomalib model."""
+_LAZY = {"ModelNameCollisionError": "anomalib_clipad.registration"}
 
 
-def _builtin_model_names() -> set[str]:
-    """Lower-case names of anomalib's own models (direct ``AnomalibModule`` subclasses and ``anomalib.models``)."""
-    names = {name.lower() for name in getattr(_anomalib_models, "__all__", [])}
-    names |= {
-        cls.__name__.lower() for cls in _AnomalibModule.__subclasses__() if cls.__module__.startswith("anomalib.")
-    }
-    return names
+def __getattr__(name: str) -> Any:
+    """Load a public model class (or the registration error) on first access."""
+    if name in __all__:
+        value = getattr(importlib.import_module("anomalib_clipad.models"), name)
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    globals()[name] = value
+    return value
 
 
-def _register_in_anomalib(classes: list[type]) -> None:
-    """Make ``classes`` reachable as ``anomalib.models.<Name>`` without ever overwriting an existing attribute.
-
-    Args:
-        classes: Our public ``AnomalibModule`` subclasses.
-
-    Raises:
-        ModelNameCollisionError: If a class name equals an anomalib built-in model name case-insensitively
-            (``anomalib.models.get_model`` matches names case-insensitively and the last match wins, so such a name
-            would silently hijack the built-in).
-    """
-    builtin = _builtin_model_names()
-    for cls in classes:
-        name = cls.__name__
-        if name.lower() in builtin:
-            msg = (
-                f"anomalib-clipad model class {name!r} collides case-insensitively with an anomalib built-in model; "
-                "anomalib.models.get_model would silently return the wrong class. Rename it."
-            )
-            raise ModelNameCollisionError(msg)
-        existing = getattr(_anomalib_models, name, None)
-        if existing is None:
-            setattr(_anomalib_models, name, cls)
-        # An existing attribute with this name (ours from an earlier import, or anything else) is left untouched.
-
-
-_register_in_anomalib([globals()[name] for name in __all__])
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_LAZY})

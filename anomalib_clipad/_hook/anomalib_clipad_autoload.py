@@ -8,8 +8,8 @@ anomalib has no plugin discovery: its CLI resolves ``--model <ShortName>`` only 
 ``anomalib.models``. This top-level module is imported by ``anomalib_clipad.pth`` (installed into site-packages next
 to it) at interpreter start-up. It must stay cheap: it only inserts a one-shot finder into ``sys.meta_path``. When
 ``anomalib.models`` is imported later, the finder removes itself, lets the regular finders locate the module, and
-wraps its loader so that ``anomalib_clipad`` is imported right after ``anomalib.models`` has finished executing.
-``anomalib_clipad``'s ``__init__`` then makes its classes reachable from ``anomalib.models`` (never overwriting).
+wraps its loader so that ``anomalib_clipad.models`` is imported right after ``anomalib.models`` has finished
+executing; it makes our classes reachable from ``anomalib.models`` (never overwriting).
 
 * Set ``ANOMALIB_CLIPAD_DISABLE_AUTOLOAD=1`` to disable the hook.
 * A failure while importing the plugin becomes a ``RuntimeWarning``; anomalib itself keeps working.
@@ -23,7 +23,7 @@ import os
 import sys
 
 TARGET_MODULE = "anomalib.models"
-PLUGIN_MODULE = "anomalib_clipad"
+PLUGIN_MODULE = "anomalib_clipad.models"
 DISABLE_ENV_VAR = "ANOMALIB_CLIPAD_DISABLE_AUTOLOAD"
 
 

@@ -10,6 +10,9 @@ wall-clock times over ``--repeats`` runs:
   autoload module, but installs no finder);
 * ``python -c "import anomalib.models"`` with the hook (anomalib-clipad and its models are imported right after
   ``anomalib.models``) and with the hook disabled;
+* ``python -c "import anomalib_clipad.data.synthetic"``: a light part of the package (what
+  ``anomalib-clipad generate-data`` needs), which must not import anomalib's model zoo (the package loads its model
+  classes on first access);
 * the self time of importing ``anomalib_clipad_autoload`` at start-up, from ``python -X importtime``.
 
 Usage::
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [
         ("python -c pass", "pass"),
         ('python -c "import anomalib.models"', "import anomalib.models"),
+        ("import anomalib_clipad.data.synthetic", "import anomalib_clipad.data.synthetic"),
     ]
     print(f"{'command':<38} {'hook on':>9} {'hook off':>9} {'difference':>11}")
     for label, code in rows:

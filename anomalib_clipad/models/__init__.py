@@ -1,4 +1,22 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""models."""
+"""The models of anomalib-clipad; importing this package registers them with anomalib.
+
+See :mod:`anomalib_clipad.registration`. The classes are also bound in the top-level package, so that
+``anomalib_clipad.WinCLIPPlus`` is a plain attribute from then on (class-path resolution may read module dicts).
+"""
+
+import sys
+
+from anomalib_clipad.registration import register_in_anomalib
+
+from .devprompt import DevPrompt
+from .promptad import PromptAD
+from .winclip_plus import WinCLIPPlus
+
+__all__ = ["DevPrompt", "PromptAD", "WinCLIPPlus"]
+
+register_in_anomalib([DevPrompt, PromptAD, WinCLIPPlus])
+for _cls in (DevPrompt, PromptAD, WinCLIPPlus):
+    setattr(sys.modules["anomalib_clipad"], _cls.__name__, _cls)

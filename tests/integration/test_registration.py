@@ -171,3 +171,36 @@ def test_full_class_path_works_without_site(installed: None) -> None:
     assert "plugin loaded False" in out
     assert "Help for --model.help=anomalib_clipad.WinCLIPPlus" in out
     assert "exit 0" in out
+
+
+def test_light_parts_do_not_import_the_model_zoo(installed: None) -> None:
+    # The package loads its model classes on first access: generating data must not pay for anomalib.models.
+    code = """
+        import sys
+        import anomalib_clipad
+        import anomalib_clipad.cli
+        import anomalib_clipad.data.synthetic
+        print("zoo", "anomalib.models" in sys.modules, "anomalib_clipad.models" in sys.modules)
+        cls = anomalib_clipad.PromptAD  # first access loads and registers the models
+        import anomalib.models
+        print("loaded", cls.__name__, anomalib.models.PromptAD is cls, "PromptAD" in vars(anomalib_clipad))
+    """
+    out = _python(code).stdout
+    assert "zoo False False" in out
+    assert "loaded PromptAD True True" in out
+
+
+def test_registration_never_overwrites_and_refuses_colliding_names() -> None:
+    import anomalib.models as models
+
+    from anomalib_clipad import ModelNameCollisionError, WinCLIPPlus
+    from anomalib_clipad.registration import register_in_anomalib
+
+    assert models.WinCLIPPlus is WinCLIPPlus
+    impostor = type("WinCLIPPlus", (), {})
+    register_in_anomalib([impostor])  # an existing attribute is left untouched
+    assert models.WinCLIPPlus is WinCLIPPlus
+    for name in ("WinClip", "winclip", "PATCHCORE"):
+        with pytest.raises(ModelNameCollisionError, match="collides"):
+            register_in_anomalib([type(name, (), {})])
+    assert models.WinClip.__module__.startswith("anomalib.")
