@@ -4,11 +4,19 @@
 """The CLIP layer: the only code of anomalib-clipad that knows open_clip's internals."""
 
 from .attention import value_value_attention
-from .loading import TINY_BACKBONE, PretrainedWeightsError, UnknownBackboneError, get_tokenizer, load_clip
+from .loading import (
+    FROM_CHECKPOINT,
+    TINY_BACKBONE,
+    PretrainedWeightsError,
+    UnknownBackboneError,
+    get_tokenizer,
+    load_clip,
+)
 from .text import ClipTextTower, splice_context
 from .vision import ClipVisionTower, VisionFeatures, validate_images, window_indices
 
 __all__ = [
+    "FROM_CHECKPOINT",
     "TINY_BACKBONE",
     "ClipTextTower",
     "ClipVisionTower",

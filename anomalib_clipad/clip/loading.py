@@ -11,7 +11,11 @@ This is the only place of anomalib-clipad that decides where CLIP weights come f
 * a **local file** (an open_clip checkpoint, a plain state dict, a ``.safetensors`` file or an OpenAI TorchScript
   archive), loaded with ``weights_only=True``;
 * ``None``: random initialisation, only when asked for explicitly. It logs a loud warning since every score is then
-  meaningless; tests and the offline demo use it with the tiny architecture :data:`TINY_BACKBONE`.
+  meaningless; tests and the offline demo use it with the tiny architecture :data:`TINY_BACKBONE`;
+* :data:`FROM_CHECKPOINT` (``"checkpoint"``): the architecture only, because the weights come from a trained model's
+  checkpoint that is loaded next (our models' checkpoints hold every CLIP weight). ``load_from_checkpoint`` of our
+  models uses it, so reloading or exporting a trained model never needs the original weights or the network; the
+  models refuse to run if no checkpoint was loaded after all.
 
 Example:
     >>> from anomalib_clipad.clip.loading import TINY_BACKBONE, load_clip
@@ -38,6 +42,9 @@ logger = logging.getLogger(__name__)
 TINY_BACKBONE = "clipad-tiny-vit-16"
 """A tiny CLIP architecture (ViT 240 px, patch 16, width 64, 8 layers; text width 64, 4 layers) for tests and the
 offline demo. It has no pretrained weights: use it with ``pretrained=None``."""
+
+FROM_CHECKPOINT = "checkpoint"
+"""``pretrained`` value for "build the architecture; the weights come from the checkpoint loaded next"."""
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -115,7 +122,8 @@ def load_clip(
 
     Args:
         backbone: open_clip architecture name, e.g. ``"ViT-B-16-plus-240"`` or :data:`TINY_BACKBONE`.
-        pretrained: an open_clip pretrained tag, a path to a local weight file, or ``None`` for random weights.
+        pretrained: an open_clip pretrained tag, a path to a local weight file, ``None`` for random weights, or
+            :data:`FROM_CHECKPOINT` for the architecture only (weights from a checkpoint loaded afterwards).
         quick_gelu: use QuickGELU activations. ``None`` decides automatically: ``True`` for the ``openai`` tag and for
             OpenAI checkpoints given as local files (their features are wrong with plain GELU), else the
             architecture's default.
@@ -141,6 +149,9 @@ def load_clip(
             "Use this for tests and smoke runs only.",
             backbone,
         )
+        model = open_clip.create_model(backbone, pretrained=None, force_quick_gelu=bool(quick_gelu), **kwargs)
+    elif pretrained == FROM_CHECKPOINT:
+        logger.info("CLIP backbone %s: architecture only, its weights come from the checkpoint loaded next.", backbone)
         model = open_clip.create_model(backbone, pretrained=None, force_quick_gelu=bool(quick_gelu), **kwargs)
     elif _is_path_like(pretrained):
         path = Path(pretrained).expanduser()
@@ -178,13 +189,19 @@ def load_clip(
                 f"Could not obtain pretrained weights {tag!r} for CLIP backbone {backbone!r}: {error}. "
                 "This needs network access to download them once (they are cached afterwards). Offline, download "
                 "the weight file elsewhere and pass its path instead, e.g. "
-                f"`--model.pretrained /path/to/{backbone}.pt`."
+                f"`--model.pretrained /path/to/{backbone}.pt`. To test, predict or export a trained checkpoint, "
+                f"pass `--model.pretrained {FROM_CHECKPOINT}`: the checkpoint holds every weight."
             )
             raise PretrainedWeightsError(msg) from error
 
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def uses_quick_gelu(model: torch.nn.Module) -> bool:
+    """Whether a CLIP model was built with QuickGELU activations (OpenAI weights); a state dict does not record it."""
+    return any(isinstance(module, open_clip.transformer.QuickGELU) for module in model.modules())
 
 
 def _is_path_like(pretrained: str | os.PathLike) -> bool:

@@ -47,8 +47,9 @@ def test_train_then_test_from_checkpoint(synthetic_root: Path, synthetic_categor
     assert bool(state["model.text_ready"])
 
     test_output = anomalib(
-        ["test", *MODEL_ARGS, *data_args, "--trainer.accelerator", "cpu", "--ckpt_path",
-         str(checkpoints[0]), "--default_root_dir", str(tmp_path / "test")],
+        # architecture only: every weight comes from the checkpoint (no tag, file or network needed)
+        ["test", *MODEL_ARGS, "--model.pretrained", "checkpoint", *data_args, "--trainer.accelerator", "cpu",
+         "--ckpt_path", str(checkpoints[0]), "--default_root_dir", str(tmp_path / "test")],
         cwd=tmp_path,
     )  # fmt: skip
     reloaded_metrics = printed_metrics(test_output)

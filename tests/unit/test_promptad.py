@@ -521,6 +521,9 @@ class TestTraining:
         checkpoint = torch.load(checkpoint_path, weights_only=False)
         assert checkpoint["few_shot_paths"] == model.few_shot_paths
         reloaded = PromptAD.load_from_checkpoint(checkpoint_path).eval()
+        # the CLIP was rebuilt as architecture only: every weight came from the checkpoint (strict load)
+        assert reloaded.hparams.pretrained == "checkpoint"
+        assert reloaded.hparams.quick_gelu is False
         images = torch.randn(2, 3, 240, 240)
         with torch.no_grad():
             expected, actual = model.model.eval()(images), reloaded.model(images)

@@ -31,13 +31,14 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 
 from anomalib_clipad.clip.loading import load_clip
+from anomalib_clipad.models.clip_weights import ClipCheckpointMixin
 from anomalib_clipad.models.common import clip_pre_processor
 from anomalib_clipad.models.few_shot_training import FewShotPromptTrainingMixin, check_training_arguments
 
 from .torch_model import ANOMALOUS_SUFFIX, BACKBONE, IMAGE_SIZE, NORMAL_SUFFIX, PRETRAINED, DevPromptModel
 
 
-class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
+class DevPrompt(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
     """DevPrompt: shared learnable context, class-aware suffixes, deviation loss with Top-K MIL.
 
     Args:
@@ -45,7 +46,11 @@ class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
         seed: seed of the shot selection, the context initialisation and the anomaly synthesis.
         class_name: object name used in the prompts; default: the datamodule's ``category``.
         backbone: open_clip architecture.
-        pretrained: open_clip pretrained tag, path of a local weight file, or ``None`` for random weights (tests only).
+        pretrained: open_clip pretrained tag, path of a local weight file, ``None`` for random weights (tests only),
+            or ``"checkpoint"``: the architecture only, weights from the checkpoint loaded next (``--ckpt_path``;
+            ``load_from_checkpoint`` uses it by default).
+        quick_gelu: QuickGELU activations in the CLIP; ``None`` decides from the weights (OpenAI: yes). Recorded in
+            checkpoints, since a state dict does not say it.
         image_size: input size (square). 240 shares PromptAD's ``ViT-B-16-plus-240`` without interpolating position
             embeddings (the paper resizes to 256; see the README).
         n_ctx: learnable context vectors ``C`` shared by the normal and the abnormal prompt.
@@ -79,6 +84,7 @@ class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
         class_name: str | None = None,
         backbone: str = BACKBONE,
         pretrained: str | None = PRETRAINED,
+        quick_gelu: bool | None = None,
         image_size: int = IMAGE_SIZE,
         n_ctx: int = 4,
         normal_suffix: str = NORMAL_SUFFIX,
@@ -116,8 +122,10 @@ class DevPrompt(FewShotPromptTrainingMixin, AnomalibModule):
             visualizer=visualizer,
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
+        clip = load_clip(backbone, pretrained, quick_gelu=quick_gelu)
+        self.record_clip_activation(clip)
         self.model = DevPromptModel(
-            load_clip(backbone, pretrained),
+            clip,
             backbone,
             image_size,
             n_ctx=n_ctx,

@@ -31,6 +31,7 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
 
 from anomalib_clipad.clip.loading import load_clip
+from anomalib_clipad.models.clip_weights import ClipCheckpointMixin
 from anomalib_clipad.models.common import clip_pre_processor
 from anomalib_clipad.models.few_shot_training import FewShotPromptTrainingMixin, check_training_arguments
 
@@ -42,7 +43,7 @@ BACKBONE = "ViT-B-16-plus-240"
 PRETRAINED = "laion400m_e32"
 
 
-class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
+class PromptAD(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
     """PromptAD: one-class prompt learning with semantic concatenation and an explicit anomaly margin.
 
     Args:
@@ -50,7 +51,11 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
         seed: seed of the shot selection and of the prompt initialisation.
         class_name: object name used in the prompts; default: the datamodule's ``category``.
         backbone: open_clip architecture.
-        pretrained: open_clip pretrained tag, path of a local weight file, or ``None`` for random weights (tests only).
+        pretrained: open_clip pretrained tag, path of a local weight file, ``None`` for random weights (tests only),
+            or ``"checkpoint"``: the architecture only, weights from the checkpoint loaded next (``--ckpt_path``;
+            ``load_from_checkpoint`` uses it by default).
+        quick_gelu: QuickGELU activations in the CLIP; ``None`` decides from the weights (OpenAI: yes). Recorded in
+            checkpoints, since a state dict does not say it.
         image_size: input size (square); 240 for ``ViT-B-16-plus-240``.
         n_ctx: learnable normal prefix tokens ``E_N``.
         n_normal_prompts_image: learnable normal prompts ``N`` of the image head.
@@ -88,6 +93,7 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
         class_name: str | None = None,
         backbone: str = BACKBONE,
         pretrained: str | None = PRETRAINED,
+        quick_gelu: bool | None = None,
         image_size: int = 240,
         n_ctx: int = 4,
         n_normal_prompts_image: int = 3,
@@ -120,7 +126,8 @@ class PromptAD(FewShotPromptTrainingMixin, AnomalibModule):
             visualizer=visualizer,
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
-        clip = load_clip(backbone, pretrained)
+        clip = load_clip(backbone, pretrained, quick_gelu=quick_gelu)
+        self.record_clip_activation(clip)
         self.model = PromptADModel(
             clip,
             backbone,

@@ -34,6 +34,7 @@ from anomalib.visualization import Visualizer
 
 from anomalib_clipad.components.prompts import class_specific_anomalous_states, known_categories, prompt_class_name
 from anomalib_clipad.data.shots import Shots, collect_shots, load_reference_folder
+from anomalib_clipad.models.clip_weights import ClipCheckpointMixin
 from anomalib_clipad.models.common import clip_pre_processor, clip_transform, resolve_class_name
 
 from .torch_model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, WinCLIPPlusModel
@@ -48,7 +49,7 @@ _CHECKPOINT_KEY = "winclip_plus_reference_paths"
 __all__ = ["WinCLIPPlus"]
 
 
-class WinCLIPPlus(AnomalibModule):
+class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
     """WinCLIP (zero-shot) and WinCLIP+ (few-normal-shot) anomaly classification and segmentation.
 
     Named ``WinCLIPPlus`` so that it never collides with anomalib's built-in ``WinClip``, even case-insensitively
@@ -60,7 +61,11 @@ class WinCLIPPlus(AnomalibModule):
         k_shot: number of normal reference images; ``0`` runs zero-shot WinCLIP, ``> 0`` WinCLIP+.
         scales: window sizes in patches (paper: 2 and 3).
         backbone: open_clip architecture (paper: ``ViT-B-16-plus-240``).
-        pretrained: open_clip pretrained tag, path to a local weight file, or ``None`` (random weights, tests only).
+        pretrained: open_clip pretrained tag, path to a local weight file, ``None`` (random weights, tests only), or
+            ``"checkpoint"``: the architecture only, weights from the checkpoint loaded next (``--ckpt_path``;
+            ``load_from_checkpoint`` uses it by default).
+        quick_gelu: QuickGELU activations in the CLIP; ``None`` decides from the weights (OpenAI: yes). Recorded in
+            checkpoints, since a state dict does not say it.
         image_size: side of the square model input in pixels (paper: 240).
         seed: seed of the reference-image selection.
         few_shot_source: folder of normal reference images to use instead of the train split.
@@ -82,6 +87,7 @@ class WinCLIPPlus(AnomalibModule):
         scales: tuple[int, ...] = (2, 3),
         backbone: str = DEFAULT_BACKBONE,
         pretrained: str | None = DEFAULT_PRETRAINED,
+        quick_gelu: bool | None = None,
         image_size: int = 240,
         seed: int = 0,
         few_shot_source: str | Path | None = None,
@@ -105,7 +111,8 @@ class WinCLIPPlus(AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.model = WinCLIPPlusModel(backbone, pretrained, scales=scales, image_size=image_size)
+        self.model = WinCLIPPlusModel(backbone, pretrained, quick_gelu=quick_gelu, scales=scales, image_size=image_size)
+        self.record_clip_activation(self.model)
         self.class_name = class_name
         self.k_shot = k_shot
         self.image_size = image_size
@@ -162,14 +169,17 @@ class WinCLIPPlus(AnomalibModule):
 
     def on_validation_start(self) -> None:
         """Check that the model is ready (after any checkpoint restore)."""
+        super().on_validation_start()
         self.check_ready()
 
     def on_test_start(self) -> None:
         """Check that the model is ready (after any checkpoint restore)."""
+        super().on_test_start()
         self.check_ready()
 
     def on_predict_start(self) -> None:
         """Check that the model is ready (after any checkpoint restore)."""
+        super().on_predict_start()
         self.check_ready()
 
     def _collect_shots(self, trainer: Any) -> Shots | None:
@@ -195,10 +205,12 @@ class WinCLIPPlus(AnomalibModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record the reference image paths in the checkpoint."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint[_CHECKPOINT_KEY] = list(self.reference_paths)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the reference image paths; the memories themselves are buffers of the state dict."""
+        super().on_load_checkpoint(checkpoint)
         self.reference_paths = list(checkpoint.get(_CHECKPOINT_KEY, []))
 
     @staticmethod

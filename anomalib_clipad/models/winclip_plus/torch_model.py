@@ -87,7 +87,9 @@ class WinCLIPPlusModel(nn.Module):
 
     Args:
         backbone: open_clip architecture, e.g. ``"ViT-B-16-plus-240"`` (the paper's) or ``TINY_BACKBONE``.
-        pretrained: open_clip pretrained tag, path to a local weight file, or ``None`` for random weights (tests).
+        pretrained: open_clip pretrained tag, path to a local weight file, ``None`` for random weights (tests), or
+            ``"checkpoint"`` for the architecture only (weights from a state dict loaded next).
+        quick_gelu: QuickGELU activations; ``None`` decides from the weights (OpenAI: yes).
         scales: window sizes in patches; the paper uses small (2) and mid (3) windows.
         image_size: side of the square input in pixels (a multiple of the patch size); position embeddings are
             resized at load time when it differs from the backbone's.
@@ -110,6 +112,7 @@ class WinCLIPPlusModel(nn.Module):
         backbone: str = DEFAULT_BACKBONE,
         pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
         *,
+        quick_gelu: bool | None = None,
         scales: Sequence[int] = (2, 3),
         image_size: int = 240,
         temperature: float = TEMPERATURE,
@@ -126,7 +129,7 @@ class WinCLIPPlusModel(nn.Module):
         if not templates or not normal_states or not anomalous_states:
             msg = "templates, normal_states and anomalous_states must not be empty."
             raise ValueError(msg)
-        clip = load_clip(backbone, pretrained, image_size=image_size)
+        clip = load_clip(backbone, pretrained, quick_gelu=quick_gelu, image_size=image_size)
         self.vision = ClipVisionTower(clip.visual)
         self.text = ClipTextTower(clip, backbone)
         if image_size % self.vision.patch_size != 0:
