@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from anomalib.pre_processing import PreProcessor
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
+
+logger = logging.getLogger(__name__)
 
 CLIP_MEAN: tuple[float, float, float] = OPENAI_DATASET_MEAN
 CLIP_STD: tuple[float, float, float] = OPENAI_DATASET_STD
@@ -52,3 +55,31 @@ def resolve_class_name(explicit: str | None, trainer: Any | None) -> str:
         f"the datamodule {type(datamodule).__name__ if datamodule is not None else '(none)'} has no `category`."
     )
     raise ValueError(msg)
+
+
+def warn_if_calibrating_on_test(trainer: Any | None, model_name: str) -> bool:
+    """Warn when the datamodule validates on its test split (anomalib's ``val_split_mode="same_as_test"``).
+
+    anomalib calibrates thresholds and score normalisation on the validation split; when that is the test split,
+    F1 scores are tuned on the very images they score (AUROC does not depend on thresholds). ``MVTecAD`` and ``Visa``
+    default to this mode; ``Folder`` does not.
+
+    Args:
+        trainer: the Lightning trainer (may be ``None`` or have no datamodule).
+        model_name: for the message.
+
+    Returns:
+        Whether the warning was logged.
+    """
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    mode = getattr(datamodule, "val_split_mode", None)
+    if str(getattr(mode, "value", mode)) != "same_as_test":
+        return False
+    logger.warning(
+        "%s: the validation split of %s is its test split (val_split_mode=same_as_test), so thresholds and "
+        "normalisation are calibrated on the images that are scored: image/pixel F1 are optimistic (AUROC is not "
+        "affected). For a held-out calibration split pass `--data.val_split_mode from_test` (or `from_dir`).",
+        model_name,
+        type(datamodule).__name__,
+    )
+    return True

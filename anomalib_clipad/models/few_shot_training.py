@@ -59,7 +59,7 @@ from anomalib.post_processing import PostProcessor
 from torch.utils.data import DataLoader
 
 from anomalib_clipad.data.shots import choose_normal_shots
-from anomalib_clipad.models.common import resolve_class_name
+from anomalib_clipad.models.common import resolve_class_name, warn_if_calibrating_on_test
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,8 @@ class FewShotPromptTrainingMixin:
             class_name = None
         if class_name is not None:
             self.configure_class(class_name)
+        if not self._shot_state().get("warned_calibration"):
+            self._shot_state()["warned_calibration"] = warn_if_calibrating_on_test(self._trainer, type(self).__name__)  # type: ignore[attr-defined]
         super().setup(stage)  # type: ignore[misc]
         if stage == "fit":
             self.narrow_train_set()

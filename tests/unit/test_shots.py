@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,13 @@ from anomalib.data.datasets.image.mvtecad import MVTecADDataset
 from PIL import Image
 
 from anomalib_clipad.data.shots import collect_shots, load_reference_folder, normal_sample_indices, select_shot_indices
-from anomalib_clipad.models.common import CLIP_MEAN, CLIP_STD, clip_transform, resolve_class_name
+from anomalib_clipad.models.common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    clip_transform,
+    resolve_class_name,
+    warn_if_calibrating_on_test,
+)
 
 
 def _write_images(folder: Path, count: int, value: int, size: tuple[int, int] = (40, 50)) -> None:
@@ -82,3 +89,20 @@ def test_class_name_resolution() -> None:
         resolve_class_name(None, SimpleNamespace(datamodule=SimpleNamespace(name="folder")))
     with pytest.raises(ValueError, match=r"--model\.class_name"):
         resolve_class_name(None, None)
+
+
+def test_calibration_on_the_test_split_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
+    from anomalib.data.utils import ValSplitMode
+
+    def trainer(mode: object) -> SimpleNamespace:
+        return SimpleNamespace(datamodule=SimpleNamespace(val_split_mode=mode))
+
+    with caplog.at_level(logging.WARNING):
+        assert warn_if_calibrating_on_test(trainer(ValSplitMode.SAME_AS_TEST), "PromptAD")
+    assert "val_split_mode from_test" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert not warn_if_calibrating_on_test(trainer(ValSplitMode.FROM_TEST), "PromptAD")
+        assert not warn_if_calibrating_on_test(trainer(None), "PromptAD")
+        assert not warn_if_calibrating_on_test(None, "PromptAD")
+    assert not caplog.text

@@ -35,7 +35,12 @@ from anomalib.visualization import Visualizer
 from anomalib_clipad.components.prompts import class_specific_anomalous_states, known_categories, prompt_class_name
 from anomalib_clipad.data.shots import Shots, collect_shots, load_reference_folder
 from anomalib_clipad.models.clip_weights import ClipCheckpointMixin
-from anomalib_clipad.models.common import clip_pre_processor, clip_transform, resolve_class_name
+from anomalib_clipad.models.common import (
+    clip_pre_processor,
+    clip_transform,
+    resolve_class_name,
+    warn_if_calibrating_on_test,
+)
 
 from .torch_model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, WinCLIPPlusModel
 
@@ -138,6 +143,7 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
         if self.is_setup:
             return
         trainer = getattr(self, "_trainer", None)
+        warn_if_calibrating_on_test(trainer, type(self).__name__)
         try:
             category = resolve_class_name(self.class_name, trainer)
         except ValueError as error:
