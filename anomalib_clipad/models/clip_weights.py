@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from anomalib_clipad.clip.loading import FROM_CHECKPOINT, PretrainedWeightsError, uses_quick_gelu
+from anomalib_clipad.models.common import refuse_other_checkpoint_hparams
 
 
 class ClipCheckpointMixin:
@@ -49,15 +50,7 @@ class ClipCheckpointMixin:
         Raises:
             ValueError: the checkpoint's ``quick_gelu`` differs from this model's.
         """
-        saved = checkpoint.get("hyper_parameters", {}).get("quick_gelu")
-        current = self.hparams.get("quick_gelu")  # type: ignore[attr-defined]
-        if saved is not None and current is not None and bool(saved) != bool(current):
-            msg = (
-                f"This checkpoint's CLIP was built with quick_gelu={bool(saved)} (QuickGELU activations are used by "
-                f"OpenAI weights), but this model has quick_gelu={bool(current)}. Build it with "
-                f"`quick_gelu={bool(saved)}` (CLI: `--model.quick_gelu {str(bool(saved)).lower()}`)."
-            )
-            raise ValueError(msg)
+        refuse_other_checkpoint_hparams(checkpoint, self.hparams, ("quick_gelu",), type(self).__name__)  # type: ignore[attr-defined]
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
         self.__dict__["_clip_weights_restored"] = True
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -55,6 +56,48 @@ def resolve_class_name(explicit: str | None, trainer: Any | None) -> str:
         f"the datamodule {type(datamodule).__name__ if datamodule is not None else '(none)'} has no `category`."
     )
     raise ValueError(msg)
+
+
+def refuse_other_checkpoint_hparams(
+    checkpoint: dict[str, Any], hparams: Any, names: tuple[str, ...], model_name: str
+) -> None:
+    """Refuse a checkpoint made with other values of hyper-parameters that shape the weights or how they are used.
+
+    A hyper-parameter the checkpoint does not record (older checkpoints), or records as ``None``, is not checked.
+
+    Args:
+        checkpoint: the Lightning checkpoint being loaded (its ``hyper_parameters``).
+        hparams: the model's current hyper-parameters.
+        names: the hyper-parameters to compare (lists and tuples compare alike).
+        model_name: for the message.
+
+    Raises:
+        ValueError: one of them differs; the message says how to build the model to match.
+    """
+    saved = checkpoint.get("hyper_parameters", {})
+    for name in names:
+        stored, current = saved.get(name), hparams.get(name)
+        if stored is None or current is None or _as_list(stored) == _as_list(current):
+            continue
+        msg = (
+            f"This {model_name} checkpoint was made with {name}={stored!r}, but the model was built with "
+            f"{name}={current!r}. Build the model with the checkpoint's settings (CLI: `--model.{name} "
+            f"{_cli_value(stored)}`), or load it with `{model_name}.load_from_checkpoint`, which does so."
+        )
+        raise ValueError(msg)
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+def _cli_value(value: Any) -> str:
+    """How a hyper-parameter value is written on anomalib's command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value))
+    return str(value)
 
 
 def warn_if_calibrating_on_test(trainer: Any | None, model_name: str) -> bool:

@@ -59,7 +59,11 @@ from anomalib.post_processing import PostProcessor
 from torch.utils.data import DataLoader
 
 from anomalib_clipad.data.shots import choose_normal_shots
-from anomalib_clipad.models.common import resolve_class_name, warn_if_calibrating_on_test
+from anomalib_clipad.models.common import (
+    refuse_other_checkpoint_hparams,
+    resolve_class_name,
+    warn_if_calibrating_on_test,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -306,23 +310,13 @@ class FewShotPromptTrainingMixin:
         Raises:
             ValueError: a hyper-parameter of :attr:`checkpoint_architecture_hparams` differs from this model's.
         """
-        saved = checkpoint.get("hyper_parameters", {})
-        name = type(self).__name__
-        for hparam in self.checkpoint_architecture_hparams:
-            current = self.hparams[hparam]  # type: ignore[attr-defined]
-            stored = saved.get(hparam, current)
-            if _as_list(stored) != _as_list(current):
-                msg = (
-                    f"This {name} checkpoint was trained with {hparam}={stored!r}, but the model was built with "
-                    f"{hparam}={current!r}. Build the model with the checkpoint's settings (or load it with "
-                    f"`{name}.load_from_checkpoint`, which does so)."
-                )
-                raise ValueError(msg)
+        refuse_other_checkpoint_hparams(
+            checkpoint,
+            self.hparams,  # type: ignore[attr-defined]
+            self.checkpoint_architecture_hparams,
+            type(self).__name__,
+        )
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
         self.few_shot_paths = list(checkpoint.get(CHECKPOINT_PATHS_KEY, []))
         model = self.model  # type: ignore[attr-defined]
         model.class_name = checkpoint.get(CHECKPOINT_CLASS_KEY, model.class_name)
-
-
-def _as_list(value: Any) -> Any:
-    return list(value) if isinstance(value, list | tuple) else value
