@@ -43,17 +43,24 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def text_step_times(
+    model: torch.nn.Module,
     our_step: Callable[[], object],
     plain_clip: torch.nn.Module,
     tokens: torch.Tensor,
+    *,
     repeats: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Median seconds of our text forward+backward (``our_step``) and of open_clip's own on ``tokens``."""
+    """Median seconds of our text forward+backward (``our_step``) and of open_clip's own on ``tokens``.
+
+    ``model``'s gradients are cleared afterwards (they are not part of any later measurement).
+    """
     tokens = tokens.to(device)
-    return median_times(
+    times = median_times(
         {"ours": our_step, "plain": lambda: plain_text_forward_backward(plain_clip, tokens)}, repeats, device
     )
+    model.zero_grad(set_to_none=True)
+    return times
 
 
 def timed_fit(
@@ -61,16 +68,23 @@ def timed_fit(
     k_shot: int,
     epochs: int,
     device: torch.device,
-    text_references: Callable[[], dict[str, float]],
+    *,
+    our_step: Callable[[], object],
+    plain_clip: torch.nn.Module,
+    tokens: torch.Tensor,
+    repeats: int,
 ) -> dict[str, float]:
-    """Fit ``module`` on ``k_shot`` synthetic normal images for ``epochs`` and time it and the text references.
+    """Fit ``module`` on ``k_shot`` synthetic normal images for ``epochs``; time it and the text references.
 
     Args:
         module: the Lightning model (PromptAD or DevPrompt) on ``device``, prompts built for :data:`CATEGORY`.
         k_shot: its ``k_shot``.
         epochs: its ``epochs``.
         device: where it runs.
-        text_references: returns :func:`text_step_times` of the module (called before and after the fit).
+        our_step: one forward+backward of the module's own text side over its prompt set.
+        plain_clip: an open_clip CLIP of the same architecture (for the plain reference).
+        tokens: the prompt set's token ids.
+        repeats: timed rounds of the text references (before and after the fit).
 
     Returns:
         ``fit_s`` (:func:`~anomalib_clipad.benchmarks.timing.clock_for` seconds), ``fit_wall_s``, and the mean
@@ -83,6 +97,9 @@ def timed_fit(
     from lightning.pytorch import Trainer
 
     from anomalib_clipad.data.synthetic import generate_synthetic_dataset
+
+    def text_references() -> dict[str, float]:
+        return text_step_times(module.model, our_step, plain_clip, tokens, repeats=repeats, device=device)
 
     clock = clock_for(device)
     before = text_references()

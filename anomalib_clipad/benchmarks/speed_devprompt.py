@@ -37,7 +37,6 @@ from anomalib_clipad.benchmarks.prompt_training import (
     CATEGORY,
     add_common_arguments,
     print_training,
-    text_step_times,
     timed_fit,
 )
 from anomalib_clipad.benchmarks.references import plain_image_forward
@@ -84,11 +83,6 @@ def training_times(
         model.zero_grad(set_to_none=True)
         model.prompt_features().sum().backward()
 
-    def references() -> dict[str, float]:
-        times = text_step_times(our_step, plain_clip, tokens, repeats, device)
-        model.zero_grad(set_to_none=True)
-        return times
-
     clock, one_time = clock_for(device), []
     encode = module.compute_cached_features
 
@@ -101,7 +95,9 @@ def training_times(
         return features
 
     module.compute_cached_features = timed_encode
-    result = timed_fit(module, k_shot, epochs, device, references)
+    result = timed_fit(
+        module, k_shot, epochs, device, our_step=our_step, plain_clip=plain_clip, tokens=tokens, repeats=repeats
+    )
     return {
         **result,
         "one_time_s": sum(one_time),

@@ -36,7 +36,6 @@ from anomalib_clipad.benchmarks.prompt_training import (
     CATEGORY,
     add_common_arguments,
     print_training,
-    text_step_times,
     timed_fit,
 )
 from anomalib_clipad.benchmarks.references import plain_image_forward
@@ -76,12 +75,9 @@ def training_times(backbone: str, k_shot: int, epochs: int, repeats: int, device
         features = model.prompt_features()
         torch.stack([f.sum() for groups in features.values() for f in groups.values()]).sum().backward()
 
-    def references() -> dict[str, float]:
-        times = text_step_times(our_step, plain_clip, tokens, repeats, device)
-        model.zero_grad(set_to_none=True)
-        return times
-
-    result = timed_fit(module, k_shot, epochs, device, references)
+    result = timed_fit(
+        module, k_shot, epochs, device, our_step=our_step, plain_clip=plain_clip, tokens=tokens, repeats=repeats
+    )
     return {
         **result,
         "n_prompts": tokens.shape[0],
