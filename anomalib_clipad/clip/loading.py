@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import open_clip
@@ -36,6 +39,9 @@ import torch
 from open_clip.convert import convert_state_dict
 from open_clip.factory import load_state_dict
 from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+from open_clip.pretrained import download_pretrained_from_url, get_pretrained_cfg
+from open_clip.transformer import QuickGELU
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,10 @@ offline demo. It has no pretrained weights: use it with ``pretrained=None``."""
 
 FROM_CHECKPOINT = "checkpoint"
 """``pretrained`` value for "build the architecture; the weights come from the checkpoint loaded next"."""
+
+TINY_BACKBONE_24 = "clipad-tiny-vit-14-l24"
+"""A tiny CLIP with 24 image blocks (ViT 336 px, patch 14, width 32; text width 32, 12 layers): the layer indices of
+the ViT-L-14-336 methods (AnomalyCLIP, SimCLIP: 6, 12, 18, 24) run on it in tests. Random init only."""
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -60,8 +70,13 @@ class PretrainedWeightsError(RuntimeError):
 
 def register_model_configs() -> None:
     """Register anomalib-clipad's own open_clip architectures (idempotent)."""
-    if TINY_BACKBONE not in open_clip.list_models():
+    if TINY_BACKBONE not in open_clip.list_models() or TINY_BACKBONE_24 not in open_clip.list_models():
         open_clip.add_model_config(_CONFIG_DIR)
+
+
+def check_backbone(backbone: str) -> None:
+    """Raise :class:`UnknownBackboneError` unless ``backbone`` is an open_clip architecture (a cheap look-up)."""
+    _check_backbone(backbone)
 
 
 def _check_backbone(backbone: str) -> None:
@@ -83,20 +98,49 @@ def _is_torchscript_archive(path: Path) -> bool:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a local weight file into a plain state dict.
+    """Read a local weight file into a plain state dict, safely.
 
     OpenAI's TorchScript archives are read with ``torch.jit.load`` (TorchScript runs no arbitrary Python code); every
     other file with open_clip's reader and ``weights_only=True`` (it also unwraps ``{"state_dict": ...}`` and strips a
     ``module.`` prefix).
+
+    Raises:
+        PretrainedWeightsError: the file is none of those formats (corrupt, truncated, or not a weight file). The
+            message never suggests loading it with ``weights_only=False``, which can run arbitrary code.
     """
-    if _is_torchscript_archive(path):
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    return load_state_dict(str(path), device="cpu", weights_only=True)
+    try:
+        if _is_torchscript_archive(path):
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        state_dict = load_state_dict(str(path), device="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+        msg = (
+            f"{str(path)!r} is not a CLIP weight file that can be read safely: it is neither a PyTorch state dict or "
+            "checkpoint readable with weights_only=True, nor a .safetensors file, nor an OpenAI TorchScript archive "
+            "(it may be corrupt or truncated, or another kind of file). anomalib-clipad never loads weight files "
+            "with weights_only=False, since that can run arbitrary code."
+        )
+        raise PretrainedWeightsError(msg) from error
+    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        msg = f"{str(path)!r} holds no state dict of tensors (found {type(state_dict).__name__})."
+        raise PretrainedWeightsError(msg)
+    return state_dict
 
 
 def _is_openai_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
-    """OpenAI's release carries these extra entries; its models need QuickGELU."""
+    """OpenAI's original release carries these extra entries; its models need QuickGELU."""
     return any(key in state_dict for key in _OPENAI_ONLY_KEYS)
+
+
+def weight_file_provenance(path: Path, state_dict: dict[str, torch.Tensor]) -> str | None:
+    """``"openai"`` when a weight file is recognisably OpenAI's CLIP, else ``None`` (unknown).
+
+    Recognised: OpenAI's own release (TorchScript or state dict with its extra keys) and open_clip's conversion of it,
+    which has open_clip's key layout but is stored under a name that says ``openai`` (open_clip 3.3 downloads it as
+    ``.../timm--vit_large_patch14_clip_336.openai/.../open_clip_pytorch_model.bin``).
+    """
+    if _is_openai_state_dict(state_dict) or "openai" in str(path).lower():
+        return "openai"
+    return None
 
 
 def _apply_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -112,6 +156,102 @@ def _apply_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
     model.load_state_dict(state_dict, strict=True)
 
 
+def tag_uses_quick_gelu(backbone: str, tag: str) -> bool:
+    """Whether open_clip's pretrained weights ``tag`` of ``backbone`` were trained with QuickGELU (OpenAI's)."""
+    return bool(get_pretrained_cfg(backbone, tag).get("quick_gelu", False))
+
+
+def backbone_default_quick_gelu(backbone: str) -> bool:
+    """The activation a backbone's weights need when no tag says it: QuickGELU if every pretrained tag of it does.
+
+    ``ViT-L-14-336`` (only OpenAI weights exist) gives ``True``; ``ViT-B-16-plus-240`` (LAION only) and architectures
+    without pretrained weights give ``False``.
+    """
+    _check_backbone(backbone)
+    tags = open_clip.list_pretrained_tags_by_model(backbone)
+    return bool(tags) and all(tag_uses_quick_gelu(backbone, tag) for tag in tags)
+
+
+def resolve_pretrained_download(backbone: str, tag: str) -> tuple[str, str]:
+    """Where the weights of an open_clip tag are downloaded from: ``("hf_hub", repo)`` or ``("url", url)``.
+
+    open_clip prefers its Hugging Face hub entry. Some entries name the hub repository of *another* tag of the same
+    backbone: open_clip 3.3 maps ``ViT-B-16-plus-240`` / ``laion400m_e32`` to ``timm/...laion400m_e31/``, so asking for
+    e32 would silently give e31's weights. Then the release URL the tag lists is used instead; without one, the tag is
+    refused.
+
+    Raises:
+        PretrainedWeightsError: the tag's hub entry names another tag and it has no release URL.
+    """
+    config = get_pretrained_cfg(backbone, tag)
+    hub, url = config.get("hf_hub", ""), config.get("url", "")
+    if hub:
+        repository = hub.rstrip("/").split("/")[1] if "/" in hub.rstrip("/") else hub.rstrip("/")
+        named_tag = repository.rsplit(".", 1)[-1] if "." in repository else None
+        known_tags = open_clip.list_pretrained_tags_by_model(backbone)
+        if named_tag is None or named_tag == tag or named_tag not in known_tags:
+            return "hf_hub", hub
+        if url:
+            logger.info(
+                "open_clip maps %s/%s to the hub weights of %s; downloading the tag's own release file %s instead.",
+                backbone,
+                tag,
+                named_tag,
+                url,
+            )
+            return "url", url
+        msg = (
+            f"open_clip's entry for {backbone!r} / {tag!r} points to the weights of {named_tag!r} and lists no other "
+            "source: refusing to load other weights than the tag names. Download the right file and pass its path."
+        )
+        raise PretrainedWeightsError(msg)
+    if url:
+        return "url", url
+    msg = f"open_clip lists no download source for {backbone!r} / {tag!r}."
+    raise PretrainedWeightsError(msg)
+
+
+class _DropRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning (we say it ourselves)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    root = logging.getLogger()
+    drop = _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def _create_architecture(backbone: str, quick_gelu: bool, image_size: int | None) -> nn.Module:
+    """The architecture with random weights, without open_clip's warning about them (callers say what they mean)."""
+    kwargs = {"force_image_size": image_size} if image_size is not None else {}
+    with _quiet_random_init():
+        return open_clip.create_model(backbone, pretrained=None, force_quick_gelu=quick_gelu, **kwargs)
+
+
+def _warn_activation_mismatch(source: str, quick_gelu: bool, weights_need_quick_gelu: bool | None) -> None:
+    if weights_need_quick_gelu is None or weights_need_quick_gelu == quick_gelu:
+        return
+    needed, chosen = ("QuickGELU", "GELU") if weights_need_quick_gelu else ("GELU", "QuickGELU")
+    logger.warning(
+        "The CLIP weights %s were trained with %s, but the model is built with %s (quick_gelu=%s): every feature "
+        "differs from the weights' own. Pass quick_gelu=%s (CLI: --model.quick_gelu %s) unless this is intended.",
+        source,
+        needed,
+        chosen,
+        quick_gelu,
+        weights_need_quick_gelu,
+        str(weights_need_quick_gelu).lower(),
+    )
+
+
 def load_clip(
     backbone: str,
     pretrained: str | os.PathLike | None,
@@ -124,9 +264,11 @@ def load_clip(
         backbone: open_clip architecture name, e.g. ``"ViT-B-16-plus-240"`` or :data:`TINY_BACKBONE`.
         pretrained: an open_clip pretrained tag, a path to a local weight file, ``None`` for random weights, or
             :data:`FROM_CHECKPOINT` for the architecture only (weights from a checkpoint loaded afterwards).
-        quick_gelu: use QuickGELU activations. ``None`` decides automatically: ``True`` for the ``openai`` tag and for
-            OpenAI checkpoints given as local files (their features are wrong with plain GELU), else the
-            architecture's default.
+        quick_gelu: build with QuickGELU activations (what OpenAI's CLIPs were trained with) or plain GELU. This
+            argument decides; ``None`` takes the default of the weights: the tag's (``openai``: QuickGELU), a local
+            file's recognisable provenance (:func:`weight_file_provenance`), else the backbone's
+            (:func:`backbone_default_quick_gelu`: QuickGELU for OpenAI-only backbones such as ``ViT-L-14-336``). A
+            warning is logged when an explicit value contradicts the tag or the file's provenance.
         image_size: build the vision tower for this input size. Position embeddings of pretrained weights are then
             resized once at load time (open_clip's ``resize_pos_embed``: bicubic, antialiased).
 
@@ -139,69 +281,108 @@ def load_clip(
             weights cannot be downloaded (e.g. offline).
     """
     _check_backbone(backbone)
-    kwargs: dict = {}
-    if image_size is not None:
-        kwargs["force_image_size"] = image_size
-
-    if pretrained is None:
-        logger.warning(
-            "CLIP backbone %s is RANDOMLY INITIALISED (pretrained=None): anomaly scores are meaningless. "
-            "Use this for tests and smoke runs only.",
-            backbone,
-        )
-        model = open_clip.create_model(backbone, pretrained=None, force_quick_gelu=bool(quick_gelu), **kwargs)
-    elif pretrained == FROM_CHECKPOINT:
-        logger.info("CLIP backbone %s: architecture only, its weights come from the checkpoint loaded next.", backbone)
-        model = open_clip.create_model(backbone, pretrained=None, force_quick_gelu=bool(quick_gelu), **kwargs)
+    if pretrained is None or pretrained == FROM_CHECKPOINT:
+        activation = backbone_default_quick_gelu(backbone) if quick_gelu is None else bool(quick_gelu)
+        if pretrained is None:
+            logger.warning(
+                "CLIP backbone %s is RANDOMLY INITIALISED (pretrained=None): anomaly scores are meaningless. "
+                "Use this for tests and smoke runs only.",
+                backbone,
+            )
+        else:
+            logger.info("CLIP backbone %s: architecture only; its weights come from the checkpoint loaded next.", backbone)
+        model = _create_architecture(backbone, activation, image_size)
     elif _is_path_like(pretrained):
-        path = Path(pretrained).expanduser()
-        if not path.is_file():
-            msg = f"CLIP weight file {str(path)!r} for backbone {backbone!r} does not exist."
-            raise PretrainedWeightsError(msg)
-        try:
-            state_dict = _read_state_dict(path)
-            if quick_gelu is None:
-                quick_gelu = _is_openai_state_dict(state_dict)
-            model = open_clip.create_model(backbone, pretrained=None, force_quick_gelu=quick_gelu, **kwargs)
-            _apply_state_dict(model, state_dict)
-        except Exception as error:  # corrupt files raise many different exception types
-            msg = (
-                f"Could not load CLIP weights for backbone {backbone!r} from {str(path)!r}: {error}. "
-                "Expected an open_clip checkpoint or state dict of that architecture (.pt/.pth/.bin/.safetensors) "
-                "or an OpenAI TorchScript archive."
-            )
-            raise PretrainedWeightsError(msg) from error
+        model = _load_weight_file(backbone, Path(pretrained).expanduser(), quick_gelu, image_size)
     else:
-        tag = str(pretrained)
-        known_tags = open_clip.list_pretrained_tags_by_model(backbone)
-        if tag not in known_tags:
-            msg = (
-                f"Unknown pretrained tag {tag!r} for CLIP backbone {backbone!r}, and no file of that name exists. "
-                f"Known tags: {known_tags or 'none'}. Pass a tag or the path of a local weight file."
-            )
-            raise PretrainedWeightsError(msg)
-        if quick_gelu is None:
-            quick_gelu = tag == "openai"
-        try:
-            model = open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=quick_gelu, **kwargs)
-        except Exception as error:  # network, hub and cache errors of several libraries
-            msg = (
-                f"Could not obtain pretrained weights {tag!r} for CLIP backbone {backbone!r}: {error}. "
-                "This needs network access to download them once (they are cached afterwards). Offline, download "
-                "the weight file elsewhere and pass its path instead, e.g. "
-                f"`--model.pretrained /path/to/{backbone}.pt`. To test, predict or export a trained checkpoint, "
-                f"pass `--model.pretrained {FROM_CHECKPOINT}`: the checkpoint holds every weight."
-            )
-            raise PretrainedWeightsError(msg) from error
-
+        model = _load_tag(backbone, str(pretrained), quick_gelu, image_size)
     model.eval()
     model.requires_grad_(False)
     return model
 
 
+def _load_weight_file(backbone: str, path: Path, quick_gelu: bool | None, image_size: int | None) -> nn.Module:
+    if not path.is_file():
+        msg = f"CLIP weight file {str(path)!r} for backbone {backbone!r} does not exist."
+        raise PretrainedWeightsError(msg)
+    state_dict = _read_state_dict(path)
+    is_openai = weight_file_provenance(path, state_dict) == "openai"
+    if quick_gelu is None:
+        activation = True if is_openai else backbone_default_quick_gelu(backbone)
+    else:
+        activation = bool(quick_gelu)
+        _warn_activation_mismatch(repr(str(path)) + " (OpenAI CLIP)", activation, True if is_openai else None)
+    model = _create_architecture(backbone, activation, image_size)
+    try:
+        _apply_state_dict(model, state_dict)
+    except (RuntimeError, KeyError, ValueError) as error:
+        detail = str(error).splitlines()[0][:500]
+        msg = (
+            f"The weights in {str(path)!r} do not fit CLIP backbone {backbone!r} ({detail}). Pass the backbone the file "
+            "was made for, or the file of this backbone."
+        )
+        raise PretrainedWeightsError(msg) from error
+    return model
+
+
+def _load_tag(backbone: str, tag: str, quick_gelu: bool | None, image_size: int | None) -> nn.Module:
+    known_tags = open_clip.list_pretrained_tags_by_model(backbone)
+    if tag not in known_tags:
+        msg = (
+            f"Unknown pretrained tag {tag!r} for CLIP backbone {backbone!r}, and no file of that name exists. "
+            f"Known tags: {known_tags or 'none'}. Pass a tag or the path of a local weight file."
+        )
+        raise PretrainedWeightsError(msg)
+    needs_quick_gelu = tag_uses_quick_gelu(backbone, tag)
+    if quick_gelu is None:
+        activation = needs_quick_gelu
+    else:
+        activation = bool(quick_gelu)
+        _warn_activation_mismatch(f"{backbone}/{tag}", activation, needs_quick_gelu)
+    kind, source = resolve_pretrained_download(backbone, tag)
+    try:
+        if kind == "url":
+            weight_file = download_pretrained_from_url(source)
+        else:
+            kwargs = {"force_image_size": image_size} if image_size is not None else {}
+            return open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=activation, **kwargs)
+    except Exception as error:  # network, hub and cache errors of several libraries
+        msg = (
+            f"Could not obtain pretrained weights {tag!r} for CLIP backbone {backbone!r} from {source}: "
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}. "
+            "This needs network access to download them once (they are cached afterwards). Offline, download "
+            "the weight file elsewhere and pass its path instead, e.g. "
+            f"`--model.pretrained /path/to/{backbone}.pt`. To test, predict or export a trained checkpoint, "
+            f"pass `--model.pretrained {FROM_CHECKPOINT}`: the checkpoint holds every weight."
+        )
+        raise PretrainedWeightsError(msg) from error
+    return _load_weight_file(backbone, Path(weight_file), activation, image_size)
+
+
 def uses_quick_gelu(model: torch.nn.Module) -> bool:
     """Whether a CLIP model was built with QuickGELU activations (OpenAI weights); a state dict does not record it."""
-    return any(isinstance(module, open_clip.transformer.QuickGELU) for module in model.modules())
+    return any(isinstance(module, QuickGELU) for module in model.modules())
+
+
+def set_quick_gelu(model: torch.nn.Module, enabled: bool) -> int:
+    """Switch every transformer MLP activation of a built CLIP to QuickGELU (``True``) or GELU (``False``) in place.
+
+    The activations hold no weights, so a model built with the other one becomes exactly the model built with this
+    one (reloading a checkpoint whose record says which activation its weights need).
+
+    Returns:
+        The number of activations replaced.
+    """
+    replaced = 0
+    for module in model.modules():
+        mlp = getattr(module, "mlp", None)
+        if not isinstance(mlp, nn.Sequential) or "gelu" not in mlp._modules:
+            continue
+        current = mlp._modules["gelu"]
+        if isinstance(current, QuickGELU) != enabled:
+            mlp._modules["gelu"] = QuickGELU() if enabled else nn.GELU()
+            replaced += 1
+    return replaced
 
 
 def _is_path_like(pretrained: str | os.PathLike) -> bool:

@@ -120,7 +120,8 @@ class ClipVisionTower(nn.Module):
         visual: ``clip.visual`` of an open_clip CLIP model with a class-token ViT.
         position_interpolation: how position embeddings are resized in the forward pass when the input's patch grid
             differs from the one the weights were trained for: ``"bilinear"`` (AnomalyCLIP's reference) or
-            ``"bicubic"``. Resizing once at load time instead is ``load_clip(..., image_size=...)``.
+            ``"bicubic"``. Resizing once at load time instead is :func:`~anomalib_clipad.clip.builder.build_clip`'s
+            ``position_embedding="resize_at_load"``.
 
     Raises:
         TypeError: the tower is not a class-token ViT built of standard open_clip blocks.
@@ -233,7 +234,7 @@ class ClipVisionTower(nn.Module):
             ValueError: a layer is out of range, V-V layers without a V-V start, or invalid images.
         """
         validate_images(images)
-        self._check_layers([*patch_layers, *attention_layers], vv_start_layer, vv_layers)
+        self.check_layers([*patch_layers, *attention_layers], vv_start_layer, vv_layers)
         embedded, grid_size = self.embed(images)
         hidden = self.ln_pre(embedded)
         vv_stream = None
@@ -299,9 +300,34 @@ class ClipVisionTower(nn.Module):
             )
             raise ValueError(msg)
 
-    def _check_layers(self, patch_layers: Sequence[int], vv_start_layer: int | None, vv_layers: Sequence[int]) -> None:
-        for layer in [*patch_layers, *vv_layers, *([vv_start_layer] if vv_start_layer is not None else [])]:
-            if not 1 <= layer <= self.num_layers:
+    def check_image_size(self, image_size: int, backbone: str = "this backbone") -> None:
+        """Raise a clear error unless a square input of ``image_size`` pixels splits into whole patches.
+
+        Raises:
+            ValueError: ``image_size`` is not a positive multiple of the patch size.
+        """
+        if image_size < self.patch_size or image_size % self.patch_size:
+            msg = f"image_size {image_size} is not a multiple of the patch size {self.patch_size} of {backbone}."
+            raise ValueError(msg)
+
+    def check_layers(
+        self,
+        layers: Sequence[int] = (),
+        vv_start_layer: int | None = None,
+        vv_layers: Sequence[int] = (),
+    ) -> None:
+        """Raise a clear error for blocks this tower does not have (1-indexed, like the papers).
+
+        Args:
+            layers: blocks whose tokens are read.
+            vv_start_layer: first block with a V-V path, if any.
+            vv_layers: blocks whose V-V tokens are read (need ``vv_start_layer <= min(vv_layers)``).
+
+        Raises:
+            ValueError: a layer outside ``1..num_layers``, or V-V layers before the V-V start.
+        """
+        for layer in [*layers, *vv_layers, *([vv_start_layer] if vv_start_layer is not None else [])]:
+            if not 1 <= int(layer) <= self.num_layers:
                 msg = f"Layer {layer} does not exist: this image tower has blocks 1..{self.num_layers}."
                 raise ValueError(msg)
         if vv_layers and (vv_start_layer is None or min(vv_layers) < vv_start_layer):

@@ -1,0 +1,149 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The one builder of every model's CLIP: weights, activation, position embeddings, frozen towers, checks.
+
+Every torch model of anomalib-clipad gets its CLIP from :func:`build_clip` (anomalib's own models build their
+backbone in the torch model too)::
+
+    towers = build_clip("ViT-L-14-336", "openai", image_size=518, position_embedding="interpolate_bilinear",
+                        layers=(6, 12, 18, 24))
+    towers.vision   # ClipVisionTower, frozen
+    towers.text     # ClipTextTower, frozen
+    towers.hparams  # {"quick_gelu": True, "weight_source": "tag:openai"}: what a Lightning model records
+
+Weights come from an open_clip tag, a local file, ``None`` (random, loud warning) or ``"checkpoint"`` (the
+architecture only; :mod:`.loading`). The activation is decided by the ``quick_gelu`` argument (``None``: the weights'
+default, see :func:`~anomalib_clipad.clip.loading.load_clip`).
+
+Position embeddings at an input size other than the backbone's are handled in one of three named ways, since they
+give different features (up to 0.32 apart on a 24 -> 37 grid):
+
+* ``"resize_at_load"``: resized once when the weights are loaded, with open_clip's ``resize_pos_embed`` (bicubic,
+  antialiased); WinCLIP's and SimCLIP's way;
+* ``"interpolate_bilinear"``: interpolated bilinearly in every forward pass (AnomalyCLIP's reference);
+* ``"interpolate_bicubic"``: interpolated bicubically in every forward pass (PromptAD's and DevPrompt's).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .loading import FROM_CHECKPOINT, _is_path_like, load_clip, uses_quick_gelu
+from .text import ClipTextTower
+from .vision import ClipVisionTower
+
+RESIZE_AT_LOAD = "resize_at_load"
+INTERPOLATE_BILINEAR = "interpolate_bilinear"
+INTERPOLATE_BICUBIC = "interpolate_bicubic"
+POSITION_EMBEDDING_MODES = (RESIZE_AT_LOAD, INTERPOLATE_BILINEAR, INTERPOLATE_BICUBIC)
+
+
+def check_position_embedding_mode(mode: str) -> None:
+    """Raise a clear error for an unknown position-embedding mode (cheap: call it in ``__init__``).
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`POSITION_EMBEDDING_MODES`.
+    """
+    if mode not in POSITION_EMBEDDING_MODES:
+        msg = f"position_embedding must be one of {POSITION_EMBEDDING_MODES}, got {mode!r}."
+        raise ValueError(msg)
+
+
+def weight_source(pretrained: str | os.PathLike | None) -> str:
+    """A short record of where the weights came from: ``tag:<tag>``, ``file:<path>``, ``random`` or ``checkpoint``."""
+    if pretrained is None:
+        return "random"
+    if pretrained == FROM_CHECKPOINT:
+        return FROM_CHECKPOINT
+    if _is_path_like(pretrained):
+        return f"file:{Path(pretrained).expanduser()}"
+    return f"tag:{pretrained}"
+
+
+@dataclass
+class ClipTowers:
+    """The frozen CLIP towers a model is built on, and what the builder decided.
+
+    Attributes:
+        vision: the image tower.
+        text: the text tower.
+        backbone: the open_clip architecture name.
+        image_size: the square input size the towers were checked for.
+        quick_gelu: whether the transformer MLPs use QuickGELU (OpenAI weights) rather than GELU.
+        weight_source: see :func:`weight_source`.
+        position_embedding: one of :data:`POSITION_EMBEDDING_MODES`.
+    """
+
+    vision: ClipVisionTower
+    text: ClipTextTower
+    backbone: str
+    image_size: int
+    quick_gelu: bool
+    weight_source: str
+    position_embedding: str
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """What a Lightning model records in its hyper-parameters (checkpoints keep it)."""
+        return {"quick_gelu": self.quick_gelu, "weight_source": self.weight_source}
+
+
+def build_clip(
+    backbone: str,
+    pretrained: str | os.PathLike | None,
+    *,
+    image_size: int,
+    quick_gelu: bool | None = None,
+    position_embedding: str = RESIZE_AT_LOAD,
+    layers: Sequence[int] = (),
+) -> ClipTowers:
+    """Build a model's frozen CLIP towers and check them against what the model will ask of them.
+
+    Args:
+        backbone: open_clip architecture name.
+        pretrained: open_clip tag, path of a local weight file, ``None`` (random weights, tests only) or
+            ``"checkpoint"`` (architecture only; the weights come from the checkpoint loaded next).
+        image_size: side of the square model input in pixels; must be a multiple of the patch size.
+        quick_gelu: QuickGELU (``True``) or GELU (``False``); ``None`` takes the weights' default.
+        position_embedding: how position embeddings are adapted to ``image_size`` (see the module docstring).
+        layers: image-tower blocks (1-indexed) the model reads; each must exist.
+
+    Returns:
+        The :class:`ClipTowers`.
+
+    Raises:
+        UnknownBackboneError: unknown architecture.
+        PretrainedWeightsError: weights cannot be had.
+        ValueError: unknown position-embedding mode, an image size that is not a multiple of the patch size, or a
+            layer the image tower does not have.
+    """
+    check_position_embedding_mode(position_embedding)
+    image_size = int(image_size)
+    if image_size < 1:
+        msg = f"image_size must be positive, got {image_size}."
+        raise ValueError(msg)
+    clip = load_clip(
+        backbone,
+        pretrained,
+        quick_gelu=quick_gelu,
+        image_size=image_size if position_embedding == RESIZE_AT_LOAD else None,
+    )
+    interpolation = "bilinear" if position_embedding == INTERPOLATE_BILINEAR else "bicubic"
+    vision = ClipVisionTower(clip.visual, position_interpolation=interpolation)
+    text = ClipTextTower(clip, backbone)
+    vision.check_image_size(image_size, backbone)
+    vision.check_layers(layers)
+    return ClipTowers(
+        vision=vision,
+        text=text,
+        backbone=backbone,
+        image_size=image_size,
+        quick_gelu=uses_quick_gelu(clip),
+        weight_source=weight_source(pretrained),
+        position_embedding=position_embedding,
+    )
