@@ -7,13 +7,17 @@
 * :func:`aggregate_windows`: a patch's score from the windows that cover it (WinCLIP eq. 3, harmonic).
 * :func:`reciprocal_fusion`: ``1 / (1 / a + 1 / b)``, what PromptAD and DevPrompt call "harmonic" fusion (half of the
   harmonic mean of ``a`` and ``b``).
-* :func:`gaussian_smooth`, :func:`upsample`: map smoothing and resizing.
+* :func:`gaussian_smooth`: map smoothing (scipy-exact); resizing is :func:`.scoring.upsample`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+
+from .scoring import upsample
+
+__all__ = ["EPSILON", "aggregate_windows", "gaussian_smooth", "harmonic_mean", "reciprocal_fusion", "upsample"]
 
 EPSILON = 1e-12
 
@@ -62,15 +66,6 @@ def aggregate_windows(
     if mode == "harmonic":
         return torch.where(counts > 0, counts / totals.clamp_min(EPSILON), torch.zeros_like(totals))
     return torch.where(counts > 0, totals / counts.clamp_min(1), torch.zeros_like(totals))
-
-
-def upsample(maps: torch.Tensor, size: tuple[int, int] | int) -> torch.Tensor:
-    """Bilinear resize (``align_corners=False``) of maps ``(B, H, W)`` or ``(B, 1, H, W)``; keeps the input rank."""
-    squeeze = maps.ndim == 3
-    maps = maps.unsqueeze(1) if squeeze else maps
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-    return maps.squeeze(1) if squeeze else maps
 
 
 def _symmetric_pad(maps: torch.Tensor, radius: int, dim: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Losses of one-class prompt learning (PromptAD, and the methods built on it such as DevPrompt).
+"""Losses of prompt learning: one-class (PromptAD, DevPrompt) and segmentation on labelled data (focal, dice).
 
 Notation (PromptAD, CVPR 2024, Sec. 4.2-4.3): ``z`` is a normal visual feature (the class token for the image head,
 one patch token for the pixel head), ``g(s)`` the text feature of prompt ``s``,
@@ -140,3 +140,59 @@ def prompt_alignment_loss(
     if normalize_means:
         manual_mean, learned_mean = F.normalize(manual_mean, dim=-1), F.normalize(learned_mean, dim=-1)
     return weight * (manual_mean - learned_mean).pow(2).sum()
+
+
+def focal_loss(
+    probabilities: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float = 2.0,
+    smooth: float = 1e-5,
+) -> torch.Tensor:
+    r"""Focal loss on class probabilities (Lin et al. 2017), as AnomalyCLIP's and SimCLIP's training uses it.
+
+    .. math::
+
+        L_{focal} = \frac{1}{|P|} \sum_{p} -(1 - p_t)^\gamma \log p_t, \qquad
+        p_t = \sum_c \tilde y_{p,c}\, P_{p,c} + \epsilon
+
+    over every pixel ``p``, with the one-hot target smoothed to ``[\epsilon / (C - 1), 1 - \epsilon]`` (the reference
+    implementation's label smoothing, ``epsilon = smooth``; no class weights).
+
+    Args:
+        probabilities: ``(B, C, H, W)`` (or ``(N, C)``) class probabilities (a softmax output, not logits).
+        target: ``(B, H, W)`` (or ``(N,)``) class indices, e.g. a binary mask (1 = anomalous = class 1).
+        gamma: focusing parameter (2).
+        smooth: label smoothing and log floor ``epsilon`` (1e-5).
+
+    Returns:
+        Scalar loss, mean over pixels.
+    """
+    n_classes = probabilities.shape[1]
+    flat = probabilities.movedim(1, -1).reshape(-1, n_classes)
+    one_hot = F.one_hot(target.reshape(-1).long(), n_classes).to(flat.dtype)
+    if smooth:
+        one_hot = one_hot.clamp(smooth / (n_classes - 1), 1.0 - smooth)
+    p_t = (one_hot * flat).sum(dim=1) + smooth
+    return (-((1.0 - p_t) ** gamma) * p_t.log()).mean()
+
+
+def dice_loss(probability: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    r"""Binary dice loss, averaged over the images of a batch (the AnomalyCLIP/SimCLIP reference's form).
+
+    .. math::
+
+        L_{dice} = 1 - \frac{1}{B} \sum_b \frac{2 \sum_p x_{b,p} y_{b,p} + s}{\sum_p x_{b,p} + \sum_p y_{b,p} + s}
+
+    Args:
+        probability: ``(B, H, W)`` predicted probability of the foreground (e.g. ``p_a``, or ``p_n`` against
+            ``1 - mask``).
+        target: ``(B, H, W)`` binary target.
+        smooth: the smoothing ``s`` (1).
+
+    Returns:
+        Scalar loss.
+    """
+    batch = target.shape[0]
+    prediction, truth = probability.reshape(batch, -1), target.reshape(batch, -1).to(probability.dtype)
+    dice = (2 * (prediction * truth).sum(dim=1) + smooth) / (prediction.sum(dim=1) + truth.sum(dim=1) + smooth)
+    return 1.0 - dice.mean()
