@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .loading import FROM_CHECKPOINT, _is_path_like, load_clip, uses_quick_gelu
+from torch import nn
+
+from .loading import FROM_CHECKPOINT, _is_path_like, check_backbone, load_clip, uses_quick_gelu
 from .text import ClipTextTower
 from .vision import ClipVisionTower
 
@@ -54,8 +56,10 @@ def check_position_embedding_mode(mode: str) -> None:
         raise ValueError(msg)
 
 
-def weight_source(pretrained: str | os.PathLike | None) -> str:
-    """A short record of where the weights came from: ``tag:<tag>``, ``file:<path>``, ``random`` or ``checkpoint``."""
+def weight_source(pretrained: str | os.PathLike | nn.Module | None) -> str:
+    """Where the weights came from: ``tag:<tag>``, ``file:<path>``, ``random``, ``checkpoint`` or ``module``."""
+    if isinstance(pretrained, nn.Module):
+        return "module"
     if pretrained is None:
         return "random"
     if pretrained == FROM_CHECKPOINT:
@@ -95,7 +99,7 @@ class ClipTowers:
 
 def build_clip(
     backbone: str,
-    pretrained: str | os.PathLike | None,
+    pretrained: str | os.PathLike | nn.Module | None,
     *,
     image_size: int,
     quick_gelu: bool | None = None,
@@ -106,8 +110,9 @@ def build_clip(
 
     Args:
         backbone: open_clip architecture name.
-        pretrained: open_clip tag, path of a local weight file, ``None`` (random weights, tests only) or
-            ``"checkpoint"`` (architecture only; the weights come from the checkpoint loaded next).
+        pretrained: open_clip tag, path of a local weight file, ``None`` (random weights, tests only),
+            ``"checkpoint"`` (architecture only; the weights come from the checkpoint loaded next), or an already built
+            open_clip CLIP of ``backbone`` (used as it is, frozen; e.g. weights held in memory, as the parity tests do).
         image_size: side of the square model input in pixels; must be a multiple of the patch size.
         quick_gelu: QuickGELU (``True``) or GELU (``False``); ``None`` takes the weights' default.
         position_embedding: how position embeddings are adapted to ``image_size`` (see the module docstring).
@@ -127,17 +132,32 @@ def build_clip(
     if image_size < 1:
         msg = f"image_size must be positive, got {image_size}."
         raise ValueError(msg)
-    clip = load_clip(
-        backbone,
-        pretrained,
-        quick_gelu=quick_gelu,
-        image_size=image_size if position_embedding == RESIZE_AT_LOAD else None,
-    )
+    if isinstance(pretrained, nn.Module):
+        check_backbone(backbone)
+        clip = pretrained.eval().requires_grad_(False)
+        if quick_gelu is not None and uses_quick_gelu(clip) != bool(quick_gelu):
+            uses = "uses" if uses_quick_gelu(clip) else "does not use"
+            msg = f"The given CLIP {uses} QuickGELU, but quick_gelu={quick_gelu}."
+            raise ValueError(msg)
+    else:
+        clip = load_clip(
+            backbone,
+            pretrained,
+            quick_gelu=quick_gelu,
+            image_size=image_size if position_embedding == RESIZE_AT_LOAD else None,
+        )
     interpolation = "bilinear" if position_embedding == INTERPOLATE_BILINEAR else "bicubic"
     vision = ClipVisionTower(clip.visual, position_interpolation=interpolation)
     text = ClipTextTower(clip, backbone)
     vision.check_image_size(image_size, backbone)
     vision.check_layers(layers)
+    grid = vision.grid_size((image_size, image_size))
+    if position_embedding == RESIZE_AT_LOAD and grid != vision.trained_grid_size:
+        msg = (
+            f"The given CLIP's image tower is built for a {vision.trained_grid_size} patch grid, not {grid}: build it "
+            f"at image_size {image_size} (open_clip's force_image_size) or use a forward-pass interpolation mode."
+        )
+        raise ValueError(msg)
     return ClipTowers(
         vision=vision,
         text=text,

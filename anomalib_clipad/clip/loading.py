@@ -290,7 +290,9 @@ def load_clip(
                 backbone,
             )
         else:
-            logger.info("CLIP backbone %s: architecture only; its weights come from the checkpoint loaded next.", backbone)
+            logger.info(
+                "CLIP backbone %s: architecture only; its weights come from the checkpoint loaded next.", backbone
+            )
         model = _create_architecture(backbone, activation, image_size)
     elif _is_path_like(pretrained):
         model = _load_weight_file(backbone, Path(pretrained).expanduser(), quick_gelu, image_size)
@@ -318,8 +320,8 @@ def _load_weight_file(backbone: str, path: Path, quick_gelu: bool | None, image_
     except (RuntimeError, KeyError, ValueError) as error:
         detail = str(error).splitlines()[0][:500]
         msg = (
-            f"The weights in {str(path)!r} do not fit CLIP backbone {backbone!r} ({detail}). Pass the backbone the file "
-            "was made for, or the file of this backbone."
+            f"The weights in {str(path)!r} do not fit CLIP backbone {backbone!r} ({detail}). Pass the backbone the "
+            "file was made for, or the file of this backbone."
         )
         raise PretrainedWeightsError(msg) from error
     return model

@@ -11,6 +11,8 @@
   the tokens).
 * Deep prompts (AnomalyCLIP): ``deep_prompts={layer: (n, width)}`` replaces token positions ``1..n`` at the input of
   text block ``layer`` (1-indexed).
+* Whole token sequences (SimCLIP's implicit prompt tuning): :meth:`ClipTextTower.final_hidden_states` returns the
+  post-``ln_final`` sequence, :meth:`ClipTextTower.project` applies the text projection.
 
 CLIP's text transformer is causal and reads its output at the end-of-text token, so positions after the last
 end-of-text token of a batch cannot change any result: :meth:`ClipTextTower.forward` drops them (prompts of about ten
@@ -125,16 +127,49 @@ class ClipTextTower(nn.Module):
         Returns:
             ``(N, D)`` text embeddings.
         """
+        hidden = self.final_hidden_states(tokens, token_embeddings, deep_prompts)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), self.end_of_text_index(tokens)]
+        return self.project(pooled)
+
+    def final_hidden_states(
+        self,
+        tokens: torch.Tensor,
+        token_embeddings: torch.Tensor | None = None,
+        deep_prompts: dict[int, torch.Tensor] | None = None,
+        *,
+        full_length: bool = False,
+    ) -> torch.Tensor:
+        """The token sequence after ``ln_final``, before pooling and projection (what :meth:`forward` pools).
+
+        Args:
+            tokens: ``(N, L)`` token ids.
+            token_embeddings: as in :meth:`forward`.
+            deep_prompts: as in :meth:`forward`.
+            full_length: run all ``L`` positions even in a causal tower, for methods that read every position (SimCLIP's
+                implicit prompt tuning weights all 77). By default a causal tower drops the positions after the batch's
+                last end-of-text token (:meth:`used_length`), which cannot change the end-of-text feature.
+
+        Returns:
+            ``(N, L', width)`` hidden states; ``L' = L`` with ``full_length`` or a non-causal tower, else
+            :meth:`used_length`.
+        """
         hidden = self.embed_tokens(tokens) if token_embeddings is None else token_embeddings
-        length = self.used_length(tokens, deep_prompts) if self.is_causal else hidden.shape[1]
+        length = self.used_length(tokens, deep_prompts) if self.is_causal and not full_length else hidden.shape[1]
         hidden = hidden[:, :length] + self.positional_embedding[:length].to(hidden.dtype)
         attn_mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
         for layer, block in enumerate(self.blocks, start=1):
             if deep_prompts and layer in deep_prompts:
                 hidden = splice_context(hidden, deep_prompts[layer], start=1)
             hidden = block(hidden, attn_mask=attn_mask)
-        hidden = self.ln_final(hidden)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.argmax(dim=-1)]
+        return self.ln_final(hidden)
+
+    @staticmethod
+    def end_of_text_index(tokens: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` position of each prompt's end-of-text token (the largest id, as open_clip's pooling assumes)."""
+        return tokens.argmax(dim=-1)
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Apply the text projection to pooled features ``(..., width)``: ``(..., D)`` joint-space embeddings."""
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(pooled)
         return pooled @ self.text_projection

@@ -6,6 +6,8 @@
 One forward pass of :class:`ClipVisionTower` returns what a method asks for:
 
 * ``class_token``: the image embedding (original path, ``ln_post`` then ``proj``), as ``CLIP.encode_image``;
+* ``final_class_token``: the raw class token of the original path after the last block (before ``ln_post``), for
+  methods that project it differently (AnomalyCLIP's reference: ``proj`` without ``ln_post``);
 * ``patch_tokens[l]``: raw patch tokens of the original path after block ``l`` (1-indexed);
 * ``attention_tokens[l]``: raw patch tokens of the original path inside block ``l``, after its attention residual and
   before its MLP (where the PromptAD reference code's aliased hooks read its "layer ``l - 1``" memory);
@@ -45,6 +47,8 @@ class VisionFeatures:
         vv_tokens: layer -> ``(B, N, width)`` raw patch tokens of the V-V stream after that block.
         window_tokens: one ``(B, n_windows, D)`` tensor of projected window class tokens per window set.
         grid_size: ``(rows, columns)`` of the patch grid; ``N = rows * columns``.
+        final_class_token: ``(B, width)`` raw class token of the original path after the last block (before
+            ``ln_post`` and ``proj``).
     """
 
     class_token: torch.Tensor
@@ -53,6 +57,7 @@ class VisionFeatures:
     attention_tokens: dict[int, torch.Tensor] = field(default_factory=dict)
     vv_tokens: dict[int, torch.Tensor] = field(default_factory=dict)
     window_tokens: list[torch.Tensor] = field(default_factory=list)
+    final_class_token: torch.Tensor | None = None
 
 
 def window_indices(grid_size: tuple[int, int], window_size: int, stride: int = 1) -> torch.Tensor:
@@ -253,6 +258,7 @@ class ClipVisionTower(nn.Module):
                 features.patch_tokens[layer] = hidden[:, 1:]
             if layer in vv_layers:
                 features.vv_tokens[layer] = vv_stream[:, 1:]
+        features.final_class_token = hidden[:, 0]
         features.class_token = self.project(hidden[:, 0])
         features.window_tokens = [self.window_class_tokens(embedded, indices) for indices in windows]
         return features

@@ -38,12 +38,23 @@ def require_ready(model_name: str, parts: Mapping[str, bool], how: str) -> None:
 
 
 def resize_buffers_to_state_dict(module: nn.Module, state_dict: Mapping, prefix: str, names: Iterable[str]) -> None:
-    """Give buffers the sizes stored in a state dict before it is loaded (for buffers that are empty until set up).
+    """Give buffers the number of rows stored in a state dict before it is loaded (buffers empty until set up).
 
-    Call it from a module's ``_load_from_state_dict`` before the default loading.
+    Call it from a module's ``_load_from_state_dict`` before the default loading. Only the first dimension (how many
+    entries) may differ: a stored feature dimension other than the buffer's means another backbone.
+
+    Raises:
+        ValueError: a stored buffer has another feature dimension.
     """
     for name in names:
         stored = state_dict.get(prefix + name)
         current = module._buffers.get(name)
-        if stored is not None and current is not None and stored.shape != current.shape:
-            module._buffers[name] = torch.empty(stored.shape, dtype=current.dtype, device=current.device)
+        if stored is None or current is None or stored.shape == current.shape:
+            continue
+        if tuple(stored.shape[1:]) != tuple(current.shape[1:]):
+            msg = (
+                f"The checkpoint's {prefix + name} has feature shape {tuple(stored.shape[1:])}, this model "
+                f"{tuple(current.shape[1:])}: it was made with another backbone."
+            )
+            raise ValueError(msg)
+        module._buffers[name] = torch.empty(stored.shape, dtype=current.dtype, device=current.device)
