@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,7 +111,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if _is_torchscript_archive(path):
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         state_dict = load_state_dict(str(path), device="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+    except Exception as error:  # a corrupt file raises any of many types (UnpicklingError, IndexError, EOFError, ...)
         msg = (
             f"{str(path)!r} is not a CLIP weight file that can be read safely: it is neither a PyTorch state dict or "
             "checkpoint readable with weights_only=True, nor a .safetensors file, nor an OpenAI TorchScript archive "
@@ -135,10 +134,12 @@ def weight_file_provenance(path: Path, state_dict: dict[str, torch.Tensor]) -> s
     """``"openai"`` when a weight file is recognisably OpenAI's CLIP, else ``None`` (unknown).
 
     Recognised: OpenAI's own release (TorchScript or state dict with its extra keys) and open_clip's conversion of it,
-    which has open_clip's key layout but is stored under a name that says ``openai`` (open_clip 3.3 downloads it as
-    ``.../timm--vit_large_patch14_clip_336.openai/.../open_clip_pytorch_model.bin``).
+    which has open_clip's key layout but a file name with ``openai`` or a folder ending in ``.openai`` (open_clip 3.3
+    downloads it as ``models--timm--vit_large_patch14_clip_336.openai/snapshots/<hash>/open_clip_pytorch_model.bin``).
     """
-    if _is_openai_state_dict(state_dict) or "openai" in str(path).lower():
+    if _is_openai_state_dict(state_dict) or "openai" in path.name.lower():
+        return "openai"
+    if any(part.lower().endswith(".openai") for part in path.parent.parts):  # the hub folder of an openai tag
         return "openai"
     return None
 
@@ -317,7 +318,7 @@ def _load_weight_file(backbone: str, path: Path, quick_gelu: bool | None, image_
     model = _create_architecture(backbone, activation, image_size)
     try:
         _apply_state_dict(model, state_dict)
-    except (RuntimeError, KeyError, ValueError) as error:
+    except (RuntimeError, KeyError, ValueError, AssertionError) as error:  # open_clip's resizers assert shapes
         detail = str(error).splitlines()[0][:500]
         msg = (
             f"The weights in {str(path)!r} do not fit CLIP backbone {backbone!r} ({detail}). Pass the backbone the "

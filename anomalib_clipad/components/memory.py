@@ -82,14 +82,16 @@ class ReferenceMemory(nn.Module):
 
     Attributes:
         features: ``(M, C)`` L2-normalised features (buffer).
-        raw: ``(M, C)`` raw features if ``keep_raw``, else ``(0, C)`` (buffer).
+        raw: ``(M, C)`` raw features (buffer), only if ``keep_raw``; ``None`` otherwise.
     """
+
+    raw: torch.Tensor | None
 
     def __init__(self, dim: int, keep_raw: bool = False) -> None:
         super().__init__()
         self.keep_raw = keep_raw
         self.register_buffer("features", torch.empty(0, dim))
-        self.register_buffer("raw", torch.empty(0, dim))
+        self.register_buffer("raw", torch.empty(0, dim) if keep_raw else None)
 
     @property
     def dim(self) -> int:
@@ -118,13 +120,14 @@ class ReferenceMemory(nn.Module):
             raise ValueError(msg)
         device = self.features.device
         self.features = memory.to(device=device, dtype=self.features.dtype)
-        flat = features.reshape(-1, features.shape[-1])
-        self.raw = flat.to(device=device, dtype=self.raw.dtype) if self.keep_raw else self.raw[:0]
+        if self.raw is not None:
+            self.raw = features.reshape(-1, features.shape[-1]).to(device=device, dtype=self.raw.dtype)
 
     def clear(self) -> None:
         """Empty the memory (zero-shot)."""
         self.features = self.features[:0]
-        self.raw = self.raw[:0]
+        if self.raw is not None:
+            self.raw = self.raw[:0]
 
     def nearest(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, N)`` distances ``min (1 - cos) / 2`` of queries ``(B, N, C)`` and indices of the nearest entries."""

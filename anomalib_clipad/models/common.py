@@ -13,6 +13,8 @@ from anomalib.pre_processing import PreProcessor
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torchvision.transforms.v2 import Compose, InterpolationMode, Normalize, Resize
 
+from anomalib_clipad.clip.loading import FROM_CHECKPOINT
+
 logger = logging.getLogger(__name__)
 
 CLIP_MEAN: tuple[float, float, float] = OPENAI_DATASET_MEAN
@@ -126,3 +128,47 @@ def warn_if_calibrating_on_test(trainer: Any | None, model_name: str) -> bool:
         type(datamodule).__name__,
     )
     return True
+
+
+class BuiltOnFirstUse:
+    """The ``model`` attribute of our Lightning models: the torch model, built by ``configure_model()`` on first use.
+
+    Building a CLIP loads its weights, which can fail (unknown backbone, unreadable file, weights not available
+    offline). anomalib's CLI instantiates models inside jsonargparse, which buries any error raised in ``__init__``
+    under "Does not validate against any of the Union subtypes" and a dump of every setting. So ``__init__`` only
+    checks its arguments, and the torch model is built where Lightning configures the model (``configure_model``,
+    which ``setup``, ``load_from_checkpoint`` and the trainer call), or on first access of ``model`` from Python;
+    then our error is the last thing the user reads.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        """Remember the attribute's name."""
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        """The built torch model (building it first if needed)."""
+        if instance is None:
+            return self
+        module = instance._modules.get(self.name)
+        if module is None:
+            instance.configure_model()
+            module = instance._modules[self.name]
+        return module
+
+
+def is_built(module: Any, name: str = "model") -> bool:
+    """Whether a Lightning model's torch model was built already (without building it)."""
+    return module._modules.get(name) is not None
+
+
+def load_without_original_weights(load: Any, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+    """Lightning's ``load_from_checkpoint`` building the CLIP architecture only (weights from the checkpoint).
+
+    Args:
+        load: the parent class's bound ``load_from_checkpoint`` (``super().load_from_checkpoint``).
+        checkpoint_path: the checkpoint.
+        *args: passed on.
+        **kwargs: passed on; ``pretrained=...`` builds from a tag or file first anyway.
+    """
+    kwargs.setdefault("pretrained", FROM_CHECKPOINT)
+    return load(checkpoint_path, *args, **kwargs)

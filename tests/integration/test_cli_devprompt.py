@@ -53,7 +53,7 @@ def test_train_then_test_from_checkpoint(dataset: Path, tmp_path: Path) -> None:
     assert len(checkpoint["few_shot_paths"]) == 1
     assert "/train/good/" in checkpoint["few_shot_paths"][0]
     assert checkpoint["prompt_class_name"] == "bottle"
-    assert checkpoint["state_dict"]["model.memory_3"].shape == (16, 64)  # one shot x 4x4 patches at 64 px
+    assert checkpoint["state_dict"]["model.memories.3.features"].shape == (16, 64)  # one shot x 4x4 patches at 64 px
     assert checkpoint["hyper_parameters"]["synthesize_anomalies"] is True
 
     tested = anomalib(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import open_clip
 import pytest
 import torch
@@ -21,6 +22,7 @@ from anomalib_clipad.clip import (
     UnknownBackboneError,
     load_clip,
     splice_context,
+    uses_quick_gelu,
     validate_images,
     window_indices,
 )
@@ -72,15 +74,24 @@ def test_missing_and_corrupt_weight_files(tmp_path) -> None:
         load_clip(TINY_BACKBONE, tmp_path / "missing.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(PretrainedWeightsError, match="Could not load CLIP weights"):
+    with pytest.raises(PretrainedWeightsError, match="not a CLIP weight file that can be read safely") as raised:
         load_clip(TINY_BACKBONE, corrupt)
+    random_bytes = tmp_path / "random.bin"
+    random_bytes.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    with pytest.raises(PretrainedWeightsError) as raised_random:
+        load_clip(TINY_BACKBONE, random_bytes)
+    for error in (raised.value, raised_random.value):
+        # torch's own advice ("Re-running torch.load with weights_only set to False will likely succeed") is unsafe
+        assert "will likely succeed" not in str(error)
+        assert "Re-running" not in str(error)
+        assert "never loads weight files with weights_only=False" in str(error)
 
 
 def test_weight_file_of_another_architecture_is_rejected(tmp_path) -> None:
     other = open_clip.create_model("ViT-B-32", pretrained=None)
     path = tmp_path / "vit_b_32.pt"
     torch.save(other.state_dict(), path)
-    with pytest.raises(PretrainedWeightsError, match="Could not load CLIP weights"):
+    with pytest.raises(PretrainedWeightsError, match="do not fit CLIP backbone"):
         load_clip(TINY_BACKBONE, path)
 
 
@@ -344,3 +355,80 @@ def test_text_tower_without_causal_mask_runs_every_position(clip) -> None:
 def test_tokenize_rejects_a_bare_string(text) -> None:
     with pytest.raises(ValueError, match="non-empty list"):
         text.tokenize("a photo of a bottle")
+
+
+# ------------------------------------------------------------------------------------------------ activation
+def test_openai_file_in_open_clip_layout_gets_quick_gelu(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """The file open_clip downloads for the `openai` tag has open_clip's keys; its path says openai."""
+    torch.manual_seed(3)
+    weights = open_clip.create_model(TINY_BACKBONE, pretrained=None, force_quick_gelu=True).state_dict()
+    folder = tmp_path / "models--timm--vit_large_patch14_clip_336.openai" / "snapshots" / "abc"
+    folder.mkdir(parents=True)
+    path = folder / "open_clip_pytorch_model.bin"
+    torch.save(weights, path)
+    assert uses_quick_gelu(load_clip(TINY_BACKBONE, path))  # default: the file's provenance decides
+    with caplog.at_level(logging.WARNING, logger="anomalib_clipad.clip.loading"):
+        explicit = load_clip(TINY_BACKBONE, path, quick_gelu=False)
+    assert not uses_quick_gelu(explicit)  # the explicit argument decides ...
+    assert "trained with QuickGELU" in caplog.text  # ... and the disagreement is not silent
+    caplog.clear()
+    plain = tmp_path / "mine.pt"
+    torch.save(weights, plain)
+    with caplog.at_level(logging.WARNING, logger="anomalib_clipad.clip.loading"):
+        assert not uses_quick_gelu(load_clip(TINY_BACKBONE, plain))  # unknown provenance: the backbone's default
+    assert "QuickGELU" not in caplog.text
+
+
+def test_backbone_default_activation() -> None:
+    from anomalib_clipad.clip.loading import backbone_default_quick_gelu
+
+    assert backbone_default_quick_gelu("ViT-L-14-336")  # OpenAI weights only
+    assert not backbone_default_quick_gelu("ViT-B-16-plus-240")  # LAION weights only
+    assert not backbone_default_quick_gelu(TINY_BACKBONE)
+
+
+def test_set_quick_gelu_switches_every_activation_in_place() -> None:
+    from anomalib_clipad.clip.loading import set_quick_gelu
+
+    torch.manual_seed(0)
+    gelu = open_clip.create_model(TINY_BACKBONE, pretrained=None).eval()
+    quick = open_clip.create_model(TINY_BACKBONE, pretrained=None, force_quick_gelu=True).eval()
+    quick.load_state_dict(gelu.state_dict())
+    images = torch.randn(1, 3, 240, 240)
+    with torch.no_grad():
+        expected = quick.encode_image(images)
+        assert not torch.allclose(gelu.encode_image(images), expected)
+        assert set_quick_gelu(gelu, True) == 8 + 4  # vision and text blocks
+        torch.testing.assert_close(gelu.encode_image(images), expected)
+    assert set_quick_gelu(gelu, True) == 0
+
+
+def test_laion400m_e32_is_downloaded_from_its_own_release_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_clip 3.3 maps laion400m_e32 to the hub repository of laion400m_e31: asking for e32 must give e32."""
+    from anomalib_clipad.clip import loading
+
+    assert loading.resolve_pretrained_download("ViT-B-16-plus-240", "laion400m_e31") == (
+        "hf_hub",
+        "timm/vit_base_patch16_plus_clip_240.laion400m_e31/",
+    )
+    kind, url = loading.resolve_pretrained_download("ViT-B-16-plus-240", "laion400m_e32")
+    assert kind == "url"
+    assert "laion400m_e32" in url
+    requested: list[str] = []
+
+    def offline_download(source: str, cache_dir: str | None = None) -> str:
+        requested.append(source)
+        raise OSError("no network")
+
+    monkeypatch.setattr(loading, "download_pretrained_from_url", offline_download)
+    with pytest.raises(PretrainedWeightsError, match="laion400m_e32") as raised:
+        load_clip("ViT-B-16-plus-240", "laion400m_e32")
+    assert requested == [url]
+    assert "--model.pretrained /path/to/" in str(raised.value)
+
+
+def test_architecture_only_builds_without_open_clips_random_init_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        load_clip(TINY_BACKBONE, "checkpoint")
+    assert "initialized randomly" not in caplog.text
+    assert "architecture only" in caplog.text

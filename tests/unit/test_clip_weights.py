@@ -31,17 +31,21 @@ def tiny_winclip(**kwargs) -> WinCLIPPlus:
 
 def test_model_without_its_checkpoint_refuses_to_run() -> None:
     model = tiny_winclip(pretrained=FROM_CHECKPOINT)
+    model.configure_model()
     assert model.hparams.quick_gelu is False  # recorded from the built CLIP
-    for hook in (model.on_test_start, model.on_validation_start, model.on_predict_start, model.on_train_start):
+    policy = model.checkpoint_policy
+    for hook in (policy.on_test_start, policy.on_validation_start, policy.on_predict_start, policy.on_train_start):
         with pytest.raises(PretrainedWeightsError, match="no checkpoint was loaded"):
-            hook()
+            hook(None, model)
     model.on_load_checkpoint({"hyper_parameters": dict(model.hparams)})
-    model.check_clip_weights()  # restored: no error
-    tiny_winclip(pretrained=None).check_clip_weights()  # explicit random weights are the user's choice
+    policy.check_weights(model)  # restored: no error
+    random = tiny_winclip(pretrained=None)
+    random.checkpoint_policy.check_weights(random)  # explicit random weights are the user's choice
 
 
 def test_checkpoint_with_the_other_activation_is_refused() -> None:
     model = tiny_winclip(pretrained=None)
+    model.configure_model()
     with pytest.raises(ValueError, match=r"--model\.quick_gelu true"):
         model.on_load_checkpoint({"hyper_parameters": {**model.hparams, "quick_gelu": True}})
 
@@ -61,7 +65,7 @@ def test_load_from_checkpoint_needs_only_the_checkpoint(synthetic_root: Path, tm
     torch.manual_seed(1)  # a different random init: only the checkpoint can make the outputs equal
     reloaded = WinCLIPPlus.load_from_checkpoint(path).eval()
     assert reloaded.hparams.pretrained == FROM_CHECKPOINT
-    reloaded.check_clip_weights()
+    reloaded.checkpoint_policy.check_weights(reloaded)
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected, actual = model.model.eval()(images), reloaded.model(images)

@@ -156,7 +156,7 @@ def model(shots: torch.Tensor):
     from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
     torch.manual_seed(0)
-    devprompt = DevPromptModel(load_clip(TINY, None), TINY, n_synthetic_per_shot=2, seed=3)
+    devprompt = DevPromptModel(TINY, load_clip(TINY, None), n_synthetic_per_shot=2, seed=3)
     devprompt.training_features = devprompt.setup("bottle", shots)
     devprompt.calls_after_setup = devprompt.image_encoder_calls
     with torch.no_grad():  # a non-trivial context, as after some training
@@ -282,7 +282,7 @@ class TestDevPromptModel:
         from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
         images = torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(9))
-        restored = DevPromptModel(load_clip(TINY, None), TINY, n_synthetic_per_shot=2)
+        restored = DevPromptModel(TINY, load_clip(TINY, None), n_synthetic_per_shot=2)
         restored.load_state_dict(model.state_dict())
         restored.eval()
         with torch.no_grad():
@@ -290,11 +290,11 @@ class TestDevPromptModel:
         assert torch.allclose(expected.pred_score, actual.pred_score)
         assert torch.allclose(expected.anomaly_map, actual.anomaly_map)
         assert sorted(key for key in model.state_dict() if not key.startswith(("vision.", "text."))) == [
-            "memory_3",
-            "memory_8",
+            "memories.3.features",
+            "memories.8.features",
             "prompt_learner.context",
             "prompt_learner.tokens",
-            "text_features",
+            "text_prototypes.features",
         ]  # the training features stay out of checkpoints
 
     def test_bad_input(self, model) -> None:
@@ -308,15 +308,15 @@ class TestDevPromptModel:
             SharedContextPromptLearner(64, normal_suffix="normal")
         clip = load_clip(TINY, None)
         with pytest.raises(ValueError, match=r"blocks 1\.\.8"):
-            DevPromptModel(clip, TINY, memory_layers=(3, 12))
+            DevPromptModel(TINY, clip, memory_layers=(3, 12))
         with pytest.raises(ValueError, match="multiple of the patch size"):
-            DevPromptModel(clip, TINY, image_size=250)
-        fresh = DevPromptModel(clip, TINY)
+            DevPromptModel(TINY, clip, image_size=250)
+        fresh = DevPromptModel(TINY, clip)
         with pytest.raises(RuntimeError, match="train it"):
             fresh(torch.randn(1, 3, 240, 240))
         with pytest.raises(ValueError, match="class name"):
             fresh.setup(" ", torch.randn(1, 3, 240, 240))
-        other = DevPromptModel(load_clip(TINY, None, image_size=256), TINY, image_size=256)
+        other = DevPromptModel(TINY, load_clip(TINY, None, image_size=256), image_size=256)
         with pytest.raises(ValueError, match="another backbone"):
             other.load_state_dict(model.state_dict())
 
@@ -348,7 +348,7 @@ class TestAnomalousBags:
         from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
         clip = load_clip(TINY, None)
-        devprompt = DevPromptModel(clip, TINY, synthesize_anomalies=False)
+        devprompt = DevPromptModel(TINY, clip, synthesize_anomalies=False)
         features = devprompt.setup("bottle", shots)
         assert devprompt.image_encoder_calls == 1
         assert "anomalous_patch_embeddings" not in features
@@ -356,7 +356,7 @@ class TestAnomalousBags:
         assert embeddings.shape == (2, 225, 32)
         assert labels.tolist() == [0.0, 0.0]
         with pytest.raises(ValueError, match="at least 1"):
-            DevPromptModel(clip, TINY, synthesize_anomalies=True, n_synthetic_per_shot=0)
+            DevPromptModel(TINY, clip, synthesize_anomalies=True, n_synthetic_per_shot=0)
 
     def test_bags_cycle_through_the_bank(self, model) -> None:
         features = model.training_features

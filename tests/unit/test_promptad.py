@@ -110,7 +110,7 @@ def reference_setup(reference: dict) -> dict:
     torch.manual_seed(reference["clip_seed"])
     clip = open_clip.create_model(REFERENCE_BACKBONE, pretrained=None).eval()
     state_sum = sum(v.double().sum().item() for v in clip.state_dict().values() if v.is_floating_point())
-    model = PromptADModel(clip, REFERENCE_BACKBONE, k_shot=1).eval()
+    model = PromptADModel(REFERENCE_BACKBONE, clip, k_shot=1).eval()
     model.configure_prompts(reference["class_name"])
     with torch.no_grad():
         for head, prefix in (("image", "cls"), ("pixel", "seg")):
@@ -153,8 +153,12 @@ class TestReferenceFixture:
 
     def test_text_features(self, reference: dict, reference_setup: dict) -> None:
         model = reference_setup["model"]
-        torch.testing.assert_close(model.text_features_image, reference["cls_text_features"], atol=ATOL, rtol=0)
-        torch.testing.assert_close(model.text_features_pixel, reference["seg_text_features"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            model.text_prototypes["image"].features, reference["cls_text_features"], atol=ATOL, rtol=0
+        )
+        torch.testing.assert_close(
+            model.text_prototypes["pixel"].features, reference["seg_text_features"], atol=ATOL, rtol=0
+        )
 
     def test_textual_scores(self, reference: dict, reference_setup: dict) -> None:
         scores = reference_setup["model"].scores(reference_setup["test"], (400, 400))
@@ -191,13 +195,13 @@ class TestReferenceFixture:
             "memory_3": reference_setup["test_mid"][4],
             "memory_8": reference_setup["test_mid"][9],
         }
-        saved = {layer: getattr(model, f"memory_{layer}").clone() for layer in (3, 8)}
+        saved = {layer: model.memories[str(layer)].features.clone() for layer in (3, 8)}
         try:
             model.build_memory(mid_shot)
             scores = model.scores(mid_test, (400, 400))
         finally:
             for layer, memory in saved.items():
-                getattr(model, f"memory_{layer}").copy_(memory)
+                model.memories[str(layer)].features = memory
         torch.testing.assert_close(scores["visual_map"], reference["visual_map_15"], atol=ATOL, rtol=0)
         torch.testing.assert_close(scores["fused_map"], reference["seg_fused_map_15"], atol=ATOL, rtol=0)
         torch.testing.assert_close(scores["anomaly_map"], reference["seg_map_400"], atol=ATOL, rtol=0)
@@ -207,7 +211,7 @@ class TestReferenceFixture:
 
     def test_reference_memory_tap_reproduces_the_fixture(self, reference: dict, reference_setup: dict) -> None:
         """``memory_tap="reference"`` reads the memories where the reference does: every output matches the fixture."""
-        model = PromptADModel(reference_setup["clip"], REFERENCE_BACKBONE, k_shot=1, memory_tap="reference").eval()
+        model = PromptADModel(REFERENCE_BACKBONE, reference_setup["clip"], k_shot=1, memory_tap="reference").eval()
         model.load_state_dict(reference_setup["model"].state_dict())  # trained contexts and text prototypes
         with torch.no_grad():
             model.build_memory(model.encode_images(reference["ref_images"]))
@@ -219,9 +223,9 @@ class TestReferenceFixture:
     def test_memory_tap_is_validated(self, reference_setup: dict) -> None:
         clip = reference_setup["clip"]
         with pytest.raises(ValueError, match="memory_tap must be one of"):
-            PromptADModel(clip, REFERENCE_BACKBONE, memory_tap="hooks")
+            PromptADModel(REFERENCE_BACKBONE, clip, memory_tap="hooks")
         with pytest.raises(ValueError, match="memory_layers must be below 12"):
-            PromptADModel(clip, REFERENCE_BACKBONE, memory_layers=(3, 12), memory_tap="reference")
+            PromptADModel(REFERENCE_BACKBONE, clip, memory_layers=(3, 12), memory_tap="reference")
 
     def test_checkpoint_of_another_backbone_is_refused(self, reference_setup: dict, tiny_model: PromptADModel) -> None:
         with pytest.raises(ValueError, match="another backbone"):
@@ -305,7 +309,7 @@ def tiny_clip() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_clip: torch.nn.Module) -> PromptADModel:
-    model = PromptADModel(tiny_clip, TINY_BACKBONE, k_shot=2, seed=0).eval()
+    model = PromptADModel(TINY_BACKBONE, tiny_clip, k_shot=2, seed=0).eval()
     model.configure_prompts("bottle")
     generator = torch.Generator().manual_seed(1)
     model.update_text_features()
@@ -317,7 +321,7 @@ class TestPromptADModel:
     """Scores against an independent plain-PyTorch computation; prompts; trainable parameters; bad input."""
 
     def test_scores_match_the_paper(self, tiny_clip: torch.nn.Module) -> None:
-        model = PromptADModel(tiny_clip, TINY_BACKBONE, k_shot=2, seed=0).eval()
+        model = PromptADModel(TINY_BACKBONE, tiny_clip, k_shot=2, seed=0).eval()
         model.configure_prompts("bottle")
         generator = torch.Generator().manual_seed(2)
         shots, images = (
@@ -334,7 +338,7 @@ class TestPromptADModel:
             shot_outputs, _ = plain_block_states(visual, shots)
             image_outputs, _ = plain_block_states(visual, images)
             vv = plain_vv_tokens(visual, images)
-        text_image, text_pixel = model.text_features_image, model.text_features_pixel
+        text_image, text_pixel = model.text_prototypes["image"].features, model.text_prototypes["pixel"].features
         s_t = anomaly_probability(class_token, text_image[0], text_image[1], scale)
         m_t = anomaly_probability(vv, text_pixel[0], text_pixel[1], scale).reshape(2, 1, 15, 15)
         m_v = 0.5 * (
@@ -359,7 +363,7 @@ class TestPromptADModel:
 
     def test_contexts_splice_like_words(self, tiny_clip: torch.nn.Module) -> None:
         """With contexts set to real word embeddings, every prompt equals the plain CLIP encoding of the sentence."""
-        model = PromptADModel(tiny_clip, TINY_BACKBONE, n_normal_prompts_image=1, n_learned_anomaly_prompts=1)
+        model = PromptADModel(TINY_BACKBONE, tiny_clip, n_normal_prompts_image=1, n_learned_anomaly_prompts=1)
         model.configure_prompts("bottle", anomaly_states=["{} with crack"])
         tokenizer = open_clip.get_tokenizer(TINY_BACKBONE)
         words = tiny_clip.token_embedding(tokenizer(["a photo of the damaged"]))[0, 1:6]
@@ -437,7 +441,7 @@ class TestPromptADModel:
             tiny_model(torch.rand(1, 3, 224, 224))
         with pytest.raises(ValueError, match="class name"):
             tiny_model.configure_prompts("")
-        untrained = PromptADModel(tiny_clip, TINY_BACKBONE).eval()
+        untrained = PromptADModel(TINY_BACKBONE, tiny_clip).eval()
         with pytest.raises(RuntimeError, match="train it"):
             untrained(torch.rand(1, 3, 240, 240))
         with pytest.raises(RuntimeError, match="configure_prompts"):
@@ -494,28 +498,30 @@ class TestTraining:
         datamodule = MVTecAD(root=dataset_root, category="bottle", train_batch_size=1, eval_batch_size=8)
         engine = Engine(default_root_dir=tmp_path, accelerator="cpu", logger=False, limit_val_batches=0)
         engine.fit(model, datamodule=datamodule)
-        loader = datamodule.train_dataloader()
-        assert (loader.num_workers, loader.batch_size) == (0, 2)
+        loader = engine.trainer.train_dataloader  # the loader the fit read: all shots in one batch, no workers
+        assert (loader.num_workers, loader.batch_size, len(loader.dataset)) == (0, 2, 2)
+        # the user's datamodule is unchanged: its train split, batch size and loader are its own
+        assert len(datamodule.train_data) == 5
+        assert datamodule.train_batch_size == 1
+        assert datamodule.train_dataloader().batch_size == 1
 
         assert sum(encoded) == 2  # the frozen encoder saw each of the 2 shots exactly once over 3 epochs
         assert engine.trainer.current_epoch == 3
         assert engine.trainer.global_step == 3  # all shots in one batch: one step per epoch
-        assert len(datamodule.train_data) == 2
         assert len(set(model.few_shot_paths)) == 2
         assert all("train/good" in path for path in model.few_shot_paths)
         assert "train_image_ce" in engine.trainer.callback_metrics
         changed = [name for name, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[name])]
         assert len(changed) == 4
-        assert bool(model.model.memory_ready)
-        assert bool(model.model.text_ready)
+        assert model.model.is_ready  # vision memories and both heads' text prototypes
         scheduler = engine.trainer.lr_scheduler_configs[0].scheduler
         assert scheduler.T_max == 3
         assert scheduler.eta_min == pytest.approx(1e-5)
 
         # text prototypes reflect the trained contexts, and the checkpoint carries them and the shot paths
-        stored = model.model.text_features_image.clone()
+        stored = model.model.text_prototypes["image"].features.clone()
         model.model.update_text_features()
-        torch.testing.assert_close(model.model.text_features_image, stored)
+        torch.testing.assert_close(model.model.text_prototypes["image"].features, stored)
         checkpoint_path = tmp_path / "promptad.ckpt"
         engine.trainer.save_checkpoint(checkpoint_path)
         checkpoint = torch.load(checkpoint_path, weights_only=False)
@@ -537,12 +543,11 @@ class TestTraining:
         assert len(fresh.train_data) == 5
         fake_trainer = SimpleNamespace(datamodule=fresh, max_epochs=1, check_val_every_n_epoch=1)
         again = PromptAD(k_shot=2, seed=3, backbone=TINY_BACKBONE, pretrained=None)
-        again._trainer = fake_trainer
-        assert again.narrow_train_set() == model.few_shot_paths
+        assert again.recipe.choose_shots(fake_trainer) == model.few_shot_paths
+        assert len(fresh.train_data) == 5  # choosing the shots derives a subset; the dataset stays whole
         too_many = PromptAD(k_shot=50, backbone=TINY_BACKBONE, pretrained=None)
-        too_many._trainer = fake_trainer
         with pytest.raises(ValueError, match="k_shot=50"):
-            too_many.narrow_train_set()
+            too_many.recipe.choose_shots(fake_trainer)
 
     def test_lightning_errors(self) -> None:
         model = PromptAD(backbone=TINY_BACKBONE, pretrained=None)
@@ -551,6 +556,8 @@ class TestTraining:
             model.setup("fit")
         with pytest.raises(ValueError, match="backbone"):
             model.on_load_checkpoint({"hyper_parameters": {"backbone": REFERENCE_BACKBONE}})
+        with pytest.raises(ValueError, match="backbone"):  # the CLI builds no CLIP before it is used
+            PromptAD(backbone="ViT-Nope-1", pretrained=None).configure_model()
         with pytest.raises(ValueError, match="memory_tap='reference'"):
             model.on_load_checkpoint({"hyper_parameters": {"memory_tap": "reference"}})
         with pytest.raises(ValueError, match="k_shot=0"):

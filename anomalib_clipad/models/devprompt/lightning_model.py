@@ -14,31 +14,44 @@ CLI::
 
     anomalib train --model anomalib_clipad.DevPrompt --model.k_shot 1 --data MVTecAD --data.category bottle
 
-The context is trained for ``epochs`` (100, PromptAD's recipe) on exactly ``k_shot`` normal training images chosen
-with ``seed`` and on anomalies synthesised from them (see :mod:`anomalib_clipad.models.few_shot_training` and
-:mod:`.torch_model`); the last state is used.
+DevPrompt is PromptAD's pipeline ("other hyper-parameters as PromptAD"), so it owns the same k-normal-shot recipe
+(:class:`~anomalib_clipad.training.k_shot.NormalShotsRecipe`): the context is trained for ``epochs`` (100) on exactly
+``k_shot`` normal training images chosen with ``seed`` and on anomalies synthesised from them (:mod:`.torch_model`);
+the last state is used.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import torch
+from anomalib import LearningType
+from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 
-from anomalib_clipad.clip.loading import load_clip
-from anomalib_clipad.models.clip_weights import ClipCheckpointMixin
-from anomalib_clipad.models.common import clip_pre_processor
-from anomalib_clipad.models.few_shot_training import FewShotPromptTrainingMixin, check_training_arguments
+from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, check_position_embedding_mode
+from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
+from anomalib_clipad.models.common import (
+    BuiltOnFirstUse,
+    clip_pre_processor,
+    load_without_original_weights,
+    resolve_class_name,
+    warn_if_calibrating_on_test,
+)
+from anomalib_clipad.training.k_shot import NormalShotsRecipe
 
+from .loss import DeviationLoss
 from .torch_model import ANOMALOUS_SUFFIX, BACKBONE, IMAGE_SIZE, NORMAL_SUFFIX, PRETRAINED, DevPromptModel
 
+__all__ = ["DevPrompt"]
 
-class DevPrompt(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
+
+class DevPrompt(AnomalibModule):
     """DevPrompt: shared learnable context, class-aware suffixes, deviation loss with Top-K MIL.
 
     Args:
@@ -49,8 +62,8 @@ class DevPrompt(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule)
         pretrained: open_clip pretrained tag, path of a local weight file, ``None`` for random weights (tests only),
             or ``"checkpoint"``: the architecture only, weights from the checkpoint loaded next (``--ckpt_path``;
             ``load_from_checkpoint`` uses it by default).
-        quick_gelu: QuickGELU activations in the CLIP; ``None`` decides from the weights (OpenAI: yes). Recorded in
-            checkpoints, since a state dict does not say it.
+        quick_gelu: QuickGELU activations in the CLIP (OpenAI weights) or GELU; ``None``: the weights' default.
+            Recorded in checkpoints; a model reloaded with ``pretrained="checkpoint"`` takes the checkpoint's.
         image_size: input size (square). 240 shares PromptAD's ``ViT-B-16-plus-240`` without interpolating position
             embeddings (the paper resizes to 256; see the README).
         n_ctx: learnable context vectors ``C`` shared by the normal and the abnormal prompt.
@@ -71,11 +84,15 @@ class DevPrompt(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule)
         min_lr: final learning rate of the cosine schedule.
         memory_layers: image-tower blocks (1-indexed) of the vision memory.
         sigma: Gaussian sigma of the pixel map at 400 px (scaled with the input size).
+        position_embedding: how position embeddings follow an ``image_size`` other than the backbone's
+            (``"interpolate_bicubic"``, ``"interpolate_bilinear"`` or ``"resize_at_load"``).
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.
         visualizer: anomalib visualizer or ``True`` for the default.
     """
+
+    model = BuiltOnFirstUse()
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
@@ -103,16 +120,32 @@ class DevPrompt(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule)
         min_lr: float = 1e-5,
         memory_layers: list[int] | tuple[int, ...] = (3, 8),
         sigma: float = 4.0,
+        position_embedding: str = INTERPOLATE_BICUBIC,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        """Build the model (loads the CLIP weights)."""
-        check_training_arguments(type(self).__name__, k_shot, epochs)
+        """Check the arguments (the CLIP is built in :meth:`configure_model`)."""
         if anomaly_source_path is not None and not Path(anomaly_source_path).is_dir():
             msg = f"anomaly_source_path {anomaly_source_path!r} is not a folder of texture images."
             raise ValueError(msg)
+        if synthesize_anomalies and n_synthetic_per_shot < 1:
+            msg = f"n_synthetic_per_shot must be at least 1 when anomalies are synthesised, got {n_synthetic_per_shot}."
+            raise ValueError(msg)
+        check_position_embedding_mode(position_embedding)
+        DeviationLoss(deviation_margin, deviation_weight, top_k_ratio, n_reference_samples=n_reference_samples)
+        recipe = NormalShotsRecipe(
+            type(self).__name__,
+            k_shot=k_shot,
+            seed=seed,
+            epochs=epochs,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            min_lr=min_lr,
+            refresh=self._refresh_text_features,
+        )
         if isinstance(pre_processor, bool) and pre_processor:
             pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
@@ -122,26 +155,44 @@ class DevPrompt(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule)
             visualizer=visualizer,
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
-        clip = load_clip(backbone, pretrained, quick_gelu=quick_gelu)
-        self.record_clip_activation(clip)
-        self.model = DevPromptModel(
-            clip,
-            backbone,
-            image_size,
-            n_ctx=n_ctx,
-            normal_suffix=normal_suffix,
-            anomalous_suffix=anomalous_suffix,
-            memory_layers=tuple(memory_layers),
-            top_k_ratio=top_k_ratio,
-            deviation_margin=deviation_margin,
-            deviation_weight=deviation_weight,
-            n_reference_samples=n_reference_samples,
-            synthesize_anomalies=synthesize_anomalies,
-            n_synthetic_per_shot=n_synthetic_per_shot,
-            anomaly_source_path=anomaly_source_path,
-            smoothing_sigma=sigma,
-            seed=seed,
+        self.recipe = recipe
+        self.checkpoint_policy = ClipCheckpointPolicy(
+            type(self).__name__,
+            ("backbone", "image_size", "memory_layers", "position_embedding"),
+            requested_quick_gelu=quick_gelu,
         )
+
+    def configure_model(self) -> None:
+        """Build DevPrompt's torch model and its CLIP (once); record the activation and weight source."""
+        if "model" in self._modules:
+            return
+        hparams = self.hparams
+        self.model = DevPromptModel(
+            hparams.backbone,
+            hparams.pretrained,
+            hparams.image_size,
+            quick_gelu=hparams.quick_gelu,
+            position_embedding=hparams.position_embedding,
+            n_ctx=hparams.n_ctx,
+            normal_suffix=hparams.normal_suffix,
+            anomalous_suffix=hparams.anomalous_suffix,
+            memory_layers=tuple(hparams.memory_layers),
+            top_k_ratio=hparams.top_k_ratio,
+            deviation_margin=hparams.deviation_margin,
+            deviation_weight=hparams.deviation_weight,
+            n_reference_samples=hparams.n_reference_samples,
+            synthesize_anomalies=hparams.synthesize_anomalies,
+            n_synthetic_per_shot=hparams.n_synthetic_per_shot,
+            anomaly_source_path=hparams.anomaly_source_path,
+            smoothing_sigma=hparams.sigma,
+            seed=hparams.seed,
+        )
+        self.hparams.update(self.model.clip_hparams)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> DevPrompt:
+        """Reload a trained DevPrompt from its checkpoint alone (``pretrained="checkpoint"`` by default)."""
+        return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)
 
     # ---------------------------------------------------------------------------------------------- anomalib
     @classmethod
@@ -149,27 +200,76 @@ class DevPrompt(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule)
         """Resize (bicubic) to the model input (240 by default) and CLIP mean/std normalisation."""
         return clip_pre_processor(image_size if image_size is not None else IMAGE_SIZE)
 
-    # trainer_arguments, configure_optimizers (SGD + cosine), configure_post_processor, validation_step, setup and
-    # the checkpoint hooks come from FewShotPromptTrainingMixin: DevPrompt is PromptAD's pipeline ("other
-    # hyper-parameters as PromptAD"), and the mixin holds that shared recipe.
+    @property
+    def learning_type(self) -> LearningType:
+        """``ONE_CLASS``: the context is trained on the normal shots (and anomalies synthesised from them)."""
+        return LearningType.ONE_CLASS
 
-    # ------------------------------------------------------------------------------------------- mixin hooks
-    def configure_class(self, class_name: str) -> None:
-        """Tokenise ``[T_n, T_a]`` for the class."""
-        self.model.set_class_name(class_name)
+    @staticmethod
+    def configure_post_processor() -> PostProcessor:
+        """Anomalib's post-processor: thresholds and normalisation from the validation split."""
+        return PostProcessor()
 
-    def compute_cached_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """VV-CLIP features of the shots and of their synthesised anomalies (encoded once, then cached)."""
-        return self.model.encode_training_images(images)
+    def configure_callbacks(self) -> list[Callback]:
+        """Callbacks: anomalib's components, then the k-shot recipe and the checkpoint policy DevPrompt owns."""
+        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy]
 
-    def on_shots_encoded(self, features: dict[str, torch.Tensor]) -> None:
-        """Build the vision memory from the k shots."""
-        self.model.build_vision_memory(features)
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """PromptAD's recipe: fixed epochs, no sanity validation, one device."""
+        return self.recipe.trainer_arguments
 
-    def loss_on_cached_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Deviation loss with Top-K MIL on the cached bags of this step."""
-        return {"loss": self.model.training_loss(features, self.global_step)}
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD + cosine schedule on the shared context ``C`` (the only trainable parameter)."""
+        return self.recipe.configure_optimizers(self.model.prompt_learner.parameters(), self.trainer)
 
-    def refresh_inference_state(self) -> None:
-        """Recompute ``[e_n, e_a]`` from the trained context."""
+    def setup(self, stage: str) -> None:
+        """Tokenise ``[T_n, T_a]`` for the class to train; at inference they come from the checkpoint.
+
+        Raises:
+            ValueError: training without a class name.
+        """
+        self.configure_model()
+        warn_if_calibrating_on_test(self._trainer, type(self).__name__)
+        if stage == "fit":
+            class_name = resolve_class_name(self.hparams.class_name, self._trainer)
+            self.model.set_class_name(class_name)
+            self.checkpoint_policy.class_name = class_name
+
+    # ---------------------------------------------------------------------------------------------- steps
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Any:
+        """Deviation loss with Top-K MIL on the cached bags (shots and their synthesised anomalies)."""
+        del args, kwargs
+        return self.recipe.training_step(
+            self,
+            batch,
+            self.model.encode_training_images,
+            lambda features: {"loss": self.model.training_loss(features, self.global_step)},
+            on_shots_encoded=self.model.build_vision_memory,
+        )
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        """Scores of a validation batch, on which anomalib calibrates thresholds."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    def _refresh_text_features(self) -> None:
         self.model.update_text_features()
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the class of ``[T_n, T_a]`` to the checkpoint (the recipe adds the shot paths)."""
+        super().on_save_checkpoint(checkpoint)
+        self.checkpoint_policy.save(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Check architecture and activation, then restore the class and the shot paths of the checkpoint."""
+        self.checkpoint_policy.load(checkpoint, self)
+        super().on_load_checkpoint(checkpoint)
+        self.recipe.load(checkpoint)
+        self.model.class_name = self.checkpoint_policy.class_name
+
+    @property
+    def few_shot_paths(self) -> list[str]:
+        """Paths of the k normal shots DevPrompt was trained on."""
+        return self.recipe.few_shot_paths

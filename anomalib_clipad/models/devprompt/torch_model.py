@@ -44,11 +44,15 @@ from anomalib.data import InferenceBatch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from torch import nn
 
+from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, build_clip
 from anomalib_clipad.clip.text import ClipTextTower, splice_context
-from anomalib_clipad.clip.vision import ClipVisionTower, validate_images
-from anomalib_clipad.components.fusion import gaussian_smooth, reciprocal_fusion, upsample
-from anomalib_clipad.components.memory import associate, build_memory
+from anomalib_clipad.clip.vision import validate_images
+from anomalib_clipad.components.fusion import gaussian_smooth, reciprocal_fusion
+from anomalib_clipad.components.memory import ReferenceMemory
 from anomalib_clipad.components.prompts import prompt_class_name
+from anomalib_clipad.components.readiness import require_ready
+from anomalib_clipad.components.scoring import scaled_sigma, upsample
+from anomalib_clipad.components.text_prototypes import TextPrototypes
 from anomalib_clipad.models.common import CLIP_MEAN, CLIP_STD
 
 from .loss import DeviationLoss, deviation_to_probability, patch_deviation, top_k_bag_deviation
@@ -192,9 +196,12 @@ class DevPromptModel(nn.Module):
     after training. :meth:`setup` does the first three in one call.
 
     Args:
-        clip_model: an open_clip CLIP model (frozen here).
-        backbone: its architecture name (for the tokenizer and error messages).
+        backbone: open_clip architecture (PromptAD's ``ViT-B-16-plus-240``).
+        pretrained: open_clip tag, local weight file, ``None`` (random, tests), ``"checkpoint"`` (architecture only)
+            or an already built open_clip CLIP of ``backbone`` (see :func:`~anomalib_clipad.clip.builder.build_clip`).
         image_size: input size (the pre-processor resizes to it).
+        quick_gelu: QuickGELU activations; ``None``: the weights' default.
+        position_embedding: how position embeddings follow another input size (builder modes).
         n_ctx: learnable context vectors shared by both prompts.
         normal_suffix: fixed normal suffix (``{}`` = class name).
         anomalous_suffix: fixed abnormal suffix (``{}`` = class name).
@@ -216,10 +223,12 @@ class DevPromptModel(nn.Module):
 
     def __init__(
         self,
-        clip_model: nn.Module,
-        backbone: str,
+        backbone: str = BACKBONE,
+        pretrained: str | nn.Module | None = PRETRAINED,
         image_size: int = IMAGE_SIZE,
         *,
+        quick_gelu: bool | None = None,
+        position_embedding: str = INTERPOLATE_BICUBIC,
         n_ctx: int = 4,
         normal_suffix: str = NORMAL_SUFFIX,
         anomalous_suffix: str = ANOMALOUS_SUFFIX,
@@ -237,22 +246,21 @@ class DevPromptModel(nn.Module):
     ) -> None:
         """Wrap the frozen CLIP towers; create the prompt learner and the loss."""
         super().__init__()
-        self.backbone = backbone
-        self.vision = ClipVisionTower(clip_model.visual)
-        self.text = ClipTextTower(clip_model, backbone)
-        for parameter in [*self.vision.parameters(), *self.text.parameters()]:
-            parameter.requires_grad_(False)
         self.memory_layers = tuple(int(layer) for layer in memory_layers)
         if not self.memory_layers:
             msg = "memory_layers must name at least one image-tower block."
             raise ValueError(msg)
-        for layer in (*self.memory_layers, vv_start_layer):
-            if not 1 <= layer <= self.vision.num_layers:
-                msg = f"Layer {layer} does not exist: {backbone} has image blocks 1..{self.vision.num_layers}."
-                raise ValueError(msg)
-        if image_size % self.vision.patch_size:
-            msg = f"image_size {image_size} is not a multiple of the patch size {self.vision.patch_size} of {backbone}."
-            raise ValueError(msg)
+        towers = build_clip(
+            backbone,
+            pretrained,
+            image_size=image_size,
+            quick_gelu=quick_gelu,
+            position_embedding=position_embedding,
+            layers=(*self.memory_layers, vv_start_layer),
+        )
+        self.backbone = backbone
+        self.vision, self.text = towers.vision, towers.text
+        self.clip_hparams = towers.hparams
         if synthesize_anomalies and n_synthetic_per_shot < 1:
             msg = f"n_synthetic_per_shot must be at least 1 when anomalies are synthesised, got {n_synthetic_per_shot}."
             raise ValueError(msg)
@@ -279,16 +287,20 @@ class DevPromptModel(nn.Module):
         self.seed = seed
         self.class_name: str | None = None
         # Everything inference needs is a buffer: the checkpoint and the exported graph carry it.
-        for layer in self.memory_layers:
-            self.register_buffer(f"memory_{layer}", torch.empty(0, self.vision.width))
-        self.register_buffer("text_features", torch.zeros(2, self.vision.output_dim))
+        self.memories = nn.ModuleDict({str(layer): ReferenceMemory(self.vision.width) for layer in self.memory_layers})
+        self.text_prototypes = TextPrototypes(self.vision.output_dim)  # [e_n, e_a]
         self.image_encoder_calls = 0
 
     # ------------------------------------------------------------------ set-up
     @property
     def is_setup(self) -> bool:
-        """Whether the vision memory has been built (from training or a checkpoint)."""
-        return getattr(self, f"memory_{self.memory_layers[0]}").shape[0] > 0
+        """Whether the vision memory and the text features are there (from training or a checkpoint)."""
+        return self.text_prototypes.is_ready and all(memory.is_ready for memory in self.memories.values())
+
+    @property
+    def text_features(self) -> torch.Tensor:
+        """The stored ``[e_n, e_a]`` ``(2, D)``, L2-normalised, used at inference."""
+        return self.text_prototypes.features
 
     def set_class_name(self, class_name: str) -> None:
         """Build the two prompts for a dataset category or class name (``metal_nut`` -> "metal nut").
@@ -347,7 +359,7 @@ class DevPromptModel(nn.Module):
     def build_vision_memory(self, features: dict[str, torch.Tensor]) -> None:
         """Store the vision memories from the :meth:`encode_images` features of the k normal shots."""
         for layer in self.memory_layers:
-            setattr(self, f"memory_{layer}", build_memory(features[f"memory_{layer}"]))
+            self.memories[str(layer)].fill(features[f"memory_{layer}"])
 
     def setup(self, class_name: str, shots: torch.Tensor) -> dict[str, torch.Tensor]:
         """Build prompts and vision memory from the k shots; return their training features (keep them).
@@ -366,17 +378,12 @@ class DevPromptModel(nn.Module):
         return features
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Check the backbone and give the memory buffers their stored sizes (k x patches) before loading.
+        """Check that the checkpoint was made with the same image tower before loading it.
 
         Raises:
             ValueError: the checkpoint was made with another image tower.
         """
         self.vision.check_state_dict(state_dict, f"{prefix}vision.positional_embedding", f"DevPrompt ({self.backbone})")
-        for layer in self.memory_layers:
-            stored = state_dict.get(f"{prefix}memory_{layer}")
-            if stored is not None:
-                current = getattr(self, f"memory_{layer}")
-                setattr(self, f"memory_{layer}", torch.empty_like(stored, device=current.device, dtype=current.dtype))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ text side
@@ -387,7 +394,7 @@ class DevPromptModel(nn.Module):
     @torch.no_grad()
     def update_text_features(self) -> None:
         """Store the current ``[e_n, e_a]`` in the ``text_features`` buffer used at inference."""
-        self.text_features = self.prompt_features().detach().to(self.text_features.dtype)
+        self.text_prototypes.set(self.prompt_features())
 
     # ------------------------------------------------------------------ training
     def training_bags(self, features: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -432,9 +439,7 @@ class DevPromptModel(nn.Module):
 
     def vision_scores(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Vision-guided patch scores ``M_v`` ``(B, P)``: mean over the memory layers of ``min (1 - cos) / 2``."""
-        maps = [
-            associate(features[f"memory_{layer}"], getattr(self, f"memory_{layer}")) for layer in self.memory_layers
-        ]
+        maps = [self.memories[str(layer)].distance(features[f"memory_{layer}"]) for layer in self.memory_layers]
         return torch.stack(maps).mean(dim=0)
 
     def forward(self, images: torch.Tensor) -> InferenceBatch:
@@ -447,15 +452,18 @@ class DevPromptModel(nn.Module):
             ``InferenceBatch`` with ``pred_score`` ``(B,)`` and ``anomaly_map`` ``(B, H, W)``, both in [0, 1].
 
         Raises:
-            RuntimeError: the model has no vision memory yet.
+            ModelNotReadyError: the model has no vision memory or text features yet.
             ValueError: wrong image rank, channels or size.
         """
-        if not self.is_setup:
-            msg = (
-                "DevPrompt has no vision memory or prompts yet: train it on k normal shots first (`anomalib train`, "
-                "or `setup(class_name, shots)`) or load a trained checkpoint (`--ckpt_path`)."
-            )
-            raise RuntimeError(msg)
+        require_ready(
+            "DevPrompt",
+            {
+                "vision memory": all(memory.is_ready for memory in self.memories.values()),
+                "prompts": self.text_prototypes.is_ready,
+            },
+            how="train it on k normal shots first (`anomalib train`, or `setup(class_name, shots)`) or load a trained "
+            "checkpoint (`--ckpt_path`).",
+        )
         features = self.encode_images(images)
         grid_size = self.vision.grid_size(self.image_size)
         vision = self.vision_scores(features).unflatten(1, grid_size)  # (B, rows, cols)
@@ -464,7 +472,9 @@ class DevPromptModel(nn.Module):
         bag_deviation = top_k_bag_deviation(deviation, self.loss.top_k_ratio)
         pixel = reciprocal_fusion(vision, deviation_to_probability(deviation).unflatten(1, grid_size))
         anomaly_map = upsample(pixel, self.image_size)
-        anomaly_map = gaussian_smooth(anomaly_map, self.smoothing_sigma * self.image_size[0] / REFERENCE_MAP_SIZE)
+        anomaly_map = gaussian_smooth(
+            anomaly_map, scaled_sigma(self.smoothing_sigma, REFERENCE_MAP_SIZE, self.image_size)
+        )
         max_vision = upsample(vision, self.image_size).flatten(1).amax(dim=1)  # on the upsampled map, as PromptAD
         pred_score = reciprocal_fusion(max_vision, deviation_to_probability(bag_deviation))
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)

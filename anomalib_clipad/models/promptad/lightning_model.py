@@ -15,35 +15,44 @@ CLI::
     anomalib train --model anomalib_clipad.PromptAD --model.k_shot 1 --data MVTecAD --data.category bottle
 
 The prompts are trained for ``epochs`` (100) on exactly ``k_shot`` normal training images chosen with ``seed``
-(see :mod:`anomalib_clipad.models.few_shot_training`); the last state is used.
+(:class:`~anomalib_clipad.training.k_shot.NormalShotsRecipe`, which the model owns); the last state is used. The
+CLIP is built where Lightning configures the model (:class:`~anomalib_clipad.models.common.BuiltOnFirstUse`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
-import torch
+from anomalib import LearningType
+from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 
-from anomalib_clipad.clip.loading import load_clip
-from anomalib_clipad.models.clip_weights import ClipCheckpointMixin
-from anomalib_clipad.models.common import clip_pre_processor
-from anomalib_clipad.models.few_shot_training import FewShotPromptTrainingMixin, check_training_arguments
+from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, check_position_embedding_mode
+from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
+from anomalib_clipad.models.common import (
+    BuiltOnFirstUse,
+    clip_pre_processor,
+    load_without_original_weights,
+    resolve_class_name,
+    warn_if_calibrating_on_test,
+)
+from anomalib_clipad.training.k_shot import NormalShotsRecipe
 
-from .torch_model import PromptADModel
+from .torch_model import BACKBONE, MEMORY_TAPS, PRETRAINED, PromptADModel, resolve_anomaly_states
 
 logger = logging.getLogger(__name__)
 
-BACKBONE = "ViT-B-16-plus-240"
-PRETRAINED = "laion400m_e32"
+__all__ = ["PromptAD"]
 
 
-class PromptAD(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
+class PromptAD(AnomalibModule):
     """PromptAD: one-class prompt learning with semantic concatenation and an explicit anomaly margin.
 
     Args:
@@ -54,8 +63,9 @@ class PromptAD(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
         pretrained: open_clip pretrained tag, path of a local weight file, ``None`` for random weights (tests only),
             or ``"checkpoint"``: the architecture only, weights from the checkpoint loaded next (``--ckpt_path``;
             ``load_from_checkpoint`` uses it by default).
-        quick_gelu: QuickGELU activations in the CLIP; ``None`` decides from the weights (OpenAI: yes). Recorded in
-            checkpoints, since a state dict does not say it.
+        quick_gelu: QuickGELU activations in the CLIP (OpenAI weights) or GELU; ``None``: the weights' default (the
+            tag's, a recognisably OpenAI file's, else the backbone's). Recorded in checkpoints; a model reloaded with
+            ``pretrained="checkpoint"`` takes the checkpoint's.
         image_size: input size (square); 240 for ``ViT-B-16-plus-240``.
         n_ctx: learnable normal prefix tokens ``E_N``.
         n_normal_prompts_image: learnable normal prompts ``N`` of the image head.
@@ -74,6 +84,8 @@ class PromptAD(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
             ``["{} with scratch"]``); default: the built-in MVTec AD / VisA list of the category, or the 8 generic
             states only for other categories.
         sigma: Gaussian sigma of the pixel map at 400 px (scaled with the input size).
+        position_embedding: how position embeddings follow an ``image_size`` other than the backbone's:
+            ``"interpolate_bicubic"`` (default), ``"interpolate_bilinear"`` or ``"resize_at_load"``.
         memory_tap: where the memory tokens of layer ``l`` are read: ``"block_output"`` (output of block ``l``, the
             paper) or ``"reference"`` (inside block ``l + 1`` after its attention residual, where the official code's
             hooks read them; reproduces the reference implementation's numbers).
@@ -83,8 +95,7 @@ class PromptAD(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
         visualizer: anomalib visualizer or ``True`` for the default.
     """
 
-    # k_shot sizes the memory buffers; memory_tap changes what they hold
-    checkpoint_architecture_hparams = ("backbone", "image_size", "k_shot", "memory_layers", "memory_tap")
+    model = BuiltOnFirstUse()
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
@@ -111,12 +122,30 @@ class PromptAD(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
         anomaly_states: list[str] | None = None,
         sigma: float = 4.0,
         memory_tap: str = "block_output",
+        position_embedding: str = INTERPOLATE_BICUBIC,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        check_training_arguments(type(self).__name__, k_shot, epochs)
+        # cheap checks only: the CLIP is built in configure_model (errors there reach the user unwrapped)
+        if memory_tap not in MEMORY_TAPS:
+            msg = f"memory_tap must be one of {MEMORY_TAPS}, got {memory_tap!r}."
+            raise ValueError(msg)
+        check_position_embedding_mode(position_embedding)
+        if anomaly_states is not None:
+            resolve_anomaly_states(class_name or "object", anomaly_states)  # malformed user states fail early
+        recipe = NormalShotsRecipe(
+            type(self).__name__,
+            k_shot=k_shot,
+            seed=seed,
+            epochs=epochs,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            min_lr=min_lr,
+            refresh=self._refresh_text_features,
+        )
         if isinstance(pre_processor, bool) and pre_processor:
             pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
@@ -126,28 +155,44 @@ class PromptAD(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
             visualizer=visualizer,
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
-        clip = load_clip(backbone, pretrained, quick_gelu=quick_gelu)
-        self.record_clip_activation(clip)
-        self.model = PromptADModel(
-            clip,
-            backbone,
-            k_shot=k_shot,
-            image_size=image_size,
-            n_ctx=n_ctx,
-            n_normal_prompts_image=n_normal_prompts_image,
-            n_normal_prompts_pixel=n_normal_prompts_pixel,
-            n_learned_anomaly_prompts=n_learned_anomaly_prompts,
-            n_ctx_anomaly=n_ctx_anomaly,
-            memory_layers=tuple(memory_layers),
-            alignment_weight=alignment_weight,
-            eam_margin=eam_margin,
-            sigma=sigma,
-            seed=seed,
-            memory_tap=memory_tap,
+        self.recipe = recipe
+        # k_shot sizes the memories; memory_tap changes what they hold
+        self.checkpoint_policy = ClipCheckpointPolicy(
+            type(self).__name__,
+            ("backbone", "image_size", "k_shot", "memory_layers", "memory_tap", "position_embedding"),
+            requested_quick_gelu=quick_gelu,
         )
-        if anomaly_states is not None and class_name is not None:
-            # fail early on malformed user states
-            self.model.configure_prompts(class_name, anomaly_states)
+
+    def configure_model(self) -> None:
+        """Build the torch model and its CLIP (once); record the activation and weight source."""
+        if "model" in self._modules:
+            return
+        hparams = self.hparams
+        self.model = PromptADModel(
+            hparams.backbone,
+            hparams.pretrained,
+            quick_gelu=hparams.quick_gelu,
+            k_shot=hparams.k_shot,
+            image_size=hparams.image_size,
+            n_ctx=hparams.n_ctx,
+            n_normal_prompts_image=hparams.n_normal_prompts_image,
+            n_normal_prompts_pixel=hparams.n_normal_prompts_pixel,
+            n_learned_anomaly_prompts=hparams.n_learned_anomaly_prompts,
+            n_ctx_anomaly=hparams.n_ctx_anomaly,
+            memory_layers=tuple(hparams.memory_layers),
+            alignment_weight=hparams.alignment_weight,
+            eam_margin=hparams.eam_margin,
+            sigma=hparams.sigma,
+            seed=hparams.seed,
+            memory_tap=hparams.memory_tap,
+            position_embedding=hparams.position_embedding,
+        )
+        self.hparams.update(self.model.clip_hparams)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> PromptAD:
+        """Lightning's ``load_from_checkpoint`` with ``pretrained="checkpoint"`` by default (no original weights)."""
+        return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)
 
     # ---------------------------------------------------------------------------------------------- anomalib
     @classmethod
@@ -155,26 +200,74 @@ class PromptAD(FewShotPromptTrainingMixin, ClipCheckpointMixin, AnomalibModule):
         """Resize (bicubic) to the model input (240 by default) and CLIP mean/std normalisation."""
         return clip_pre_processor(image_size if image_size is not None else 240)
 
-    # trainer_arguments, configure_optimizers (SGD + cosine), configure_post_processor, validation_step, setup and
-    # the checkpoint hooks come from FewShotPromptTrainingMixin (the recipe PromptAD and DevPrompt share).
+    @staticmethod
+    def configure_post_processor() -> PostProcessor:
+        """Anomalib's post-processor (thresholds and normalisation calibrated on the validation set)."""
+        return PostProcessor()
 
-    # ------------------------------------------------------------------------------------------- mixin hooks
-    def configure_class(self, class_name: str) -> None:
-        """Build both heads' prompts for the class (with ``anomaly_states`` if given)."""
-        self.model.configure_prompts(class_name, self.hparams.anomaly_states)
+    @property
+    def learning_type(self) -> LearningType:
+        """``ONE_CLASS``: trained on normal images only, through Lightning's loop (see the recipe)."""
+        return LearningType.ONE_CLASS
 
-    def compute_cached_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """VV-CLIP features of the training images (class token, V-V tokens, memory-layer tokens)."""
-        return self.model.encode_images(images)
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """The recipe's: ``epochs`` fixed epochs, no sanity validation, one device."""
+        return self.recipe.trainer_arguments
 
-    def on_shots_encoded(self, features: dict[str, torch.Tensor]) -> None:
-        """Build the vision memories from the k shots."""
-        self.model.build_memory(features)
+    def configure_callbacks(self) -> list[Callback]:
+        """The component callbacks of anomalib, the training recipe and the checkpoint policy."""
+        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy]
 
-    def loss_on_cached_features(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Both heads' losses (CE + EAM + λ align) on the cached features."""
-        return self.model.losses(features)
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD + cosine schedule (the recipe's) on the learnable prompts."""
+        return self.recipe.configure_optimizers(self.model.prompt_learners.parameters(), self.trainer)
 
-    def refresh_inference_state(self) -> None:
-        """Recompute both heads' text prototypes from the trained contexts."""
+    def setup(self, stage: str) -> None:
+        """Build the prompts of the class to train (``class_name`` or the datamodule's ``category``).
+
+        At inference the prompts come from the checkpoint, whose class the checkpoint policy checks.
+
+        Raises:
+            ValueError: training without a class name.
+        """
+        self.configure_model()
+        warn_if_calibrating_on_test(self._trainer, type(self).__name__)
+        if stage == "fit":
+            class_name = resolve_class_name(self.hparams.class_name, self._trainer)
+            self.model.configure_prompts(class_name, self.hparams.anomaly_states)
+            self.checkpoint_policy.class_name = class_name
+
+    # ---------------------------------------------------------------------------------------------- steps
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Any:
+        """Both heads' losses (CE + EAM + λ align) on the cached features of the shots."""
+        del args, kwargs
+        return self.recipe.training_step(
+            self, batch, self.model.encode_images, self.model.losses, on_shots_encoded=self.model.build_memory
+        )
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        """Score a validation batch (the post-processor calibrates thresholds on it)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    def _refresh_text_features(self) -> None:
         self.model.update_text_features()
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the class of the prompts (the recipe records the shot paths)."""
+        super().on_save_checkpoint(checkpoint)
+        self.checkpoint_policy.save(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse another architecture or activation; restore the class and the shot paths."""
+        self.checkpoint_policy.load(checkpoint, self)
+        super().on_load_checkpoint(checkpoint)
+        self.recipe.load(checkpoint)
+        self.model.class_name = self.checkpoint_policy.class_name
+
+    @property
+    def few_shot_paths(self) -> list[str]:
+        """The image paths of the k shots (from training or the checkpoint)."""
+        return self.recipe.few_shot_paths

@@ -33,33 +33,38 @@ import logging
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_clipad.clip.text import ClipTextTower, splice_context
-from anomalib_clipad.clip.vision import ClipVisionTower, validate_images
-from anomalib_clipad.components.fusion import gaussian_smooth, reciprocal_fusion, upsample
+from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, build_clip
+from anomalib_clipad.clip.text import splice_context
+from anomalib_clipad.clip.vision import validate_images
+from anomalib_clipad.components.fusion import gaussian_smooth, reciprocal_fusion
 from anomalib_clipad.components.losses import (
     explicit_anomaly_margin_loss,
     prompt_alignment_loss,
     prompt_contrastive_loss,
     prototype,
 )
-from anomalib_clipad.components.memory import associate, build_memory
+from anomalib_clipad.components.memory import ReferenceMemory
 from anomalib_clipad.components.prompts import (
     class_specific_anomalous_states,
     generic_anomalous_states,
     prompt_class_name,
 )
+from anomalib_clipad.components.readiness import require_ready
+from anomalib_clipad.components.scoring import anomaly_probability, scaled_sigma, upsample
+from anomalib_clipad.components.text_prototypes import TextPrototypes
 
 logger = logging.getLogger(__name__)
 
+BACKBONE = "ViT-B-16-plus-240"
+PRETRAINED = "laion400m_e32"
 PLACEHOLDER = "X"
 HEADS = ("image", "pixel")
 REFERENCE_MAP_SIZE = 400
-MEMORY_TAPS = ("block_output", "reference")
 """PromptAD smooths its pixel maps with sigma = 4 at 400 x 400; sigma is scaled with the output size."""
+MEMORY_TAPS = ("block_output", "reference")
 
 
 def resolve_anomaly_states(category: str, anomaly_states: Sequence[str] | None = None) -> list[str]:
@@ -190,9 +195,11 @@ class PromptADModel(nn.Module):
     """PromptAD: VV-CLIP, vision memory, and an image and a pixel prompt head.
 
     Args:
-        clip_model: an open_clip CLIP model (frozen here).
-        backbone: its architecture name (for the tokenizer and error messages).
-        k_shot: number of normal reference images (sizes the memories).
+        backbone: open_clip architecture (paper: ``ViT-B-16-plus-240``).
+        pretrained: open_clip tag, local weight file, ``None`` (random, tests), ``"checkpoint"`` (architecture only)
+            or an already built open_clip CLIP of ``backbone`` (see :func:`~anomalib_clipad.clip.builder.build_clip`).
+        quick_gelu: QuickGELU activations; ``None``: the weights' default.
+        k_shot: number of normal reference images.
         image_size: input size (square) the model is set up for.
         n_ctx: ``E_N``, learnable normal prefix tokens.
         n_normal_prompts_image: ``N`` of the image head.
@@ -207,6 +214,8 @@ class PromptADModel(nn.Module):
         eam_margin: margin of the explicit anomaly margin loss.
         sigma: Gaussian sigma of the pixel map at :data:`REFERENCE_MAP_SIZE` px (scaled with the output size).
         seed: seed of the prompt initialisation (``None``: torch's global random state).
+        position_embedding: how position embeddings follow another input size (builder modes; PromptAD's reference
+            uses the backbone's own 240 px, where no mode changes anything).
 
     Raises:
         ValueError: invalid sizes or layers.
@@ -214,8 +223,9 @@ class PromptADModel(nn.Module):
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
-        clip_model: nn.Module,
-        backbone: str,
+        backbone: str = BACKBONE,
+        pretrained: str | nn.Module | None = PRETRAINED,
+        quick_gelu: bool | None = None,
         k_shot: int = 1,
         image_size: int = 240,
         n_ctx: int = 4,
@@ -229,6 +239,7 @@ class PromptADModel(nn.Module):
         sigma: float = 4.0,
         seed: int | None = None,
         memory_tap: str = "block_output",
+        position_embedding: str = INTERPOLATE_BICUBIC,
     ) -> None:
         super().__init__()
         if k_shot < 1:
@@ -237,18 +248,20 @@ class PromptADModel(nn.Module):
         if not memory_layers:
             msg = "memory_layers must name at least one image-tower block."
             raise ValueError(msg)
-        self.backbone = backbone
-        self.vision = ClipVisionTower(clip_model.visual)
-        self.text = ClipTextTower(clip_model, backbone)
-        for parameter in [*self.vision.parameters(), *self.text.parameters()]:
-            parameter.requires_grad_(False)
-        if image_size % self.vision.patch_size:
-            msg = f"image_size {image_size} is not a multiple of the patch size {self.vision.patch_size} of {backbone}."
-            raise ValueError(msg)
-        self.vision._check_layers(tuple(memory_layers), 1, (self.vision.num_layers,))
         if memory_tap not in MEMORY_TAPS:
             msg = f"memory_tap must be one of {MEMORY_TAPS}, got {memory_tap!r}."
             raise ValueError(msg)
+        towers = build_clip(
+            backbone,
+            pretrained,
+            image_size=image_size,
+            quick_gelu=quick_gelu,
+            position_embedding=position_embedding,
+            layers=memory_layers,
+        )
+        self.backbone = backbone
+        self.vision, self.text = towers.vision, towers.text
+        self.clip_hparams = towers.hparams
         if memory_tap == "reference" and max(memory_layers) >= self.vision.num_layers:
             msg = (
                 "memory_tap='reference' reads layer l inside block l + 1: memory_layers must be below "
@@ -284,13 +297,9 @@ class PromptADModel(nn.Module):
                 ),
             },
         )
-        n_memory = self.k_shot * self.grid_size[0] * self.grid_size[1]
-        for layer in self.memory_layers:
-            self.register_buffer(f"memory_{layer}", torch.zeros(n_memory, self.vision.width))
-        for head in HEADS:
-            self.register_buffer(f"text_features_{head}", torch.zeros(2, self.vision.output_dim))
-        self.register_buffer("memory_ready", torch.tensor(False))
-        self.register_buffer("text_ready", torch.tensor(False))
+        # vision memories of the memory layers and each head's [w̄^n, w̄^a]: empty until trained or loaded
+        self.memories = nn.ModuleDict({str(layer): ReferenceMemory(self.vision.width) for layer in self.memory_layers})
+        self.text_prototypes = nn.ModuleDict({head: TextPrototypes(self.vision.output_dim) for head in HEADS})
         self.class_name: str | None = None
         self.states: list[str] = []
         self._prompt_tokens: dict[str, dict[str, torch.Tensor]] = {}
@@ -372,8 +381,7 @@ class PromptADModel(nn.Module):
         prompts = self.prompt_features() if prompts is None else prompts
         for head, groups in prompts.items():
             anomaly = torch.cat([groups["manual"], groups["learned"]])
-            getattr(self, f"text_features_{head}").copy_(torch.stack([prototype(groups["normal"]), prototype(anomaly)]))
-        self.text_ready.fill_(True)
+            self.text_prototypes[head].set(torch.stack([prototype(groups["normal"]), prototype(anomaly)]))
 
     # --------------------------------------------------------------------------------------------------- vision
     @torch.no_grad()
@@ -415,8 +423,7 @@ class PromptADModel(nn.Module):
             if shots.shape[0] != self.k_shot:
                 msg = f"PromptAD was set up for k_shot={self.k_shot} reference images, got {shots.shape[0]}."
                 raise ValueError(msg)
-            getattr(self, f"memory_{layer}").copy_(build_memory(shots))
-        self.memory_ready.fill_(True)
+            self.memories[str(layer)].fill(shots)
 
     # --------------------------------------------------------------------------------------------------- losses
     def losses(
@@ -457,15 +464,11 @@ class PromptADModel(nn.Module):
     # ---------------------------------------------------------------------------------------------------- scores
     def textual_scores(self, features: torch.Tensor, head: str) -> torch.Tensor:
         """``softmax(s <f, [w̄^n, w̄^a]>)[anomalous]`` with the raw ``logit_scale`` ``s`` (eq. 16)."""
-        text = getattr(self, f"text_features_{head}")
-        logits = self.text.logit_scale * F.normalize(features, dim=-1) @ text.T
-        return logits.softmax(dim=-1)[..., 1]
+        return anomaly_probability(features, self.text_prototypes[head].features, self.text.logit_scale)
 
     def visual_map(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Vision-guided map ``M_v`` ``(B, 1, rows, cols)``: mean over memory layers of ``min (1 - cos) / 2``."""
-        maps = [
-            associate(features[f"memory_{layer}"], getattr(self, f"memory_{layer}")) for layer in self.memory_layers
-        ]
+        maps = [self.memories[str(layer)].distance(features[f"memory_{layer}"]) for layer in self.memory_layers]
         return torch.stack(maps).mean(dim=0).reshape(-1, 1, *self.grid_size)
 
     def scores(
@@ -488,7 +491,7 @@ class PromptADModel(nn.Module):
         visual_map = self.visual_map(features)
         textual_map = self.textual_scores(features["vv_tokens"], "pixel").reshape(-1, 1, *self.grid_size)
         fused_map = reciprocal_fusion(textual_map, visual_map)
-        sigma = self.sigma * (size[0] + size[1]) / (2 * REFERENCE_MAP_SIZE)
+        sigma = scaled_sigma(self.sigma, REFERENCE_MAP_SIZE, size)
         anomaly_map = gaussian_smooth(upsample(fused_map, size), sigma).squeeze(1)
         max_visual = upsample(visual_map, size).flatten(1).amax(dim=1)
         return {
@@ -504,26 +507,32 @@ class PromptADModel(nn.Module):
         """Score a batch: ``pred_score (B,)`` and ``anomaly_map (B, H, W)`` at the input size.
 
         Raises:
-            RuntimeError: the model has not been trained / given its memories yet.
+            ModelNotReadyError: the model has not been trained / given its memories yet.
             ValueError: bad input images.
         """
-        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
-        if not tracing and not (bool(self.memory_ready) and bool(self.text_ready)):
-            msg = (
-                "PromptAD has no vision memory or text prototypes yet: train it on k normal shots first "
-                "(`anomalib train`/`Engine.fit`) or load a trained checkpoint (`--ckpt_path`)."
-            )
-            raise RuntimeError(msg)
+        self.require_ready()
         scores = self.scores(self.encode_images(images))
         return InferenceBatch(pred_score=scores["pred_score"], anomaly_map=scores["anomaly_map"])
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether the vision memories and both heads' text prototypes are there (trained or loaded)."""
+        parts = [*self.memories.values(), *self.text_prototypes.values()]
+        return all(part.is_ready for part in parts)
+
+    def require_ready(self) -> None:
+        """Raise :class:`~anomalib_clipad.components.readiness.ModelNotReadyError` before training or loading."""
+        require_ready(
+            "PromptAD",
+            {
+                "vision memory": all(memory.is_ready for memory in self.memories.values()),
+                "text prototypes": all(prototypes.is_ready for prototypes in self.text_prototypes.values()),
+            },
+            how="train it on k normal shots first (`anomalib train`/`Engine.fit`) or load a trained checkpoint "
+            "(`--ckpt_path`).",
+        )
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Check that a checkpoint was made with the same image tower before loading it."""
         self.vision.check_state_dict(state_dict, f"{prefix}vision.positional_embedding", f"PromptAD ({self.backbone})")
-        for layer in self.memory_layers:
-            memory_key = f"{prefix}memory_{layer}"
-            if memory_key in state_dict and state_dict[memory_key].shape[-1] != self.vision.width:
-                width = state_dict[memory_key].shape[-1]
-                msg = f"Memory width {width} does not match the backbone's {self.vision.width}."
-                raise ValueError(msg)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

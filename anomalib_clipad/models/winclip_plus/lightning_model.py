@@ -31,13 +31,16 @@ from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import Callback
 
 from anomalib_clipad.components.prompts import class_specific_anomalous_states, known_categories, prompt_class_name
 from anomalib_clipad.data.shots import Shots, collect_shots, load_reference_folder
-from anomalib_clipad.models.clip_weights import ClipCheckpointMixin
+from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
 from anomalib_clipad.models.common import (
+    BuiltOnFirstUse,
     clip_pre_processor,
     clip_transform,
+    load_without_original_weights,
     resolve_class_name,
     warn_if_calibrating_on_test,
 )
@@ -54,7 +57,7 @@ _CHECKPOINT_KEY = "winclip_plus_reference_paths"
 __all__ = ["WinCLIPPlus"]
 
 
-class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
+class WinCLIPPlus(AnomalibModule):
     """WinCLIP (zero-shot) and WinCLIP+ (few-normal-shot) anomaly classification and segmentation.
 
     Named ``WinCLIPPlus`` so that it never collides with anomalib's built-in ``WinClip``, even case-insensitively
@@ -69,8 +72,8 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
         pretrained: open_clip pretrained tag, path to a local weight file, ``None`` (random weights, tests only), or
             ``"checkpoint"``: the architecture only, weights from the checkpoint loaded next (``--ckpt_path``;
             ``load_from_checkpoint`` uses it by default).
-        quick_gelu: QuickGELU activations in the CLIP; ``None`` decides from the weights (OpenAI: yes). Recorded in
-            checkpoints, since a state dict does not say it.
+        quick_gelu: QuickGELU activations in the CLIP (OpenAI weights) or GELU; ``None``: the weights' default.
+            Recorded in checkpoints; a model reloaded with ``pretrained="checkpoint"`` takes the checkpoint's.
         image_size: side of the square model input in pixels (paper: 240).
         seed: seed of the reference-image selection.
         few_shot_source: folder of normal reference images to use instead of the train split.
@@ -81,9 +84,15 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
         evaluator: evaluator, ``True`` for the default.
         visualizer: visualizer, ``True`` for the default.
 
+    Set-up is per class: used on another category (e.g. a second ``Engine.test`` with another datamodule, or a
+    checkpoint of class A tested on class B), the model re-builds its prompts (and, for WinCLIP+, its reference
+    memories from the new datamodule's train split) and logs it; where it cannot, it stops with a clear error.
+
     Raises:
         ValueError: ``k_shot`` is negative.
     """
+
+    model = BuiltOnFirstUse()
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
@@ -116,8 +125,13 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.model = WinCLIPPlusModel(backbone, pretrained, quick_gelu=quick_gelu, scales=scales, image_size=image_size)
-        self.record_clip_activation(self.model)
+        self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
+        self.checkpoint_policy = ClipCheckpointPolicy(
+            type(self).__name__,
+            ("backbone", "image_size", "scales"),
+            requested_quick_gelu=quick_gelu,
+            rebuild_for_class=self._rebuild_for_class,
+        )
         self.class_name = class_name
         self.k_shot = k_shot
         self.image_size = image_size
@@ -126,11 +140,39 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
         self.task_specific_states = task_specific_states
         self.reference_paths: list[str] = []
         self._not_ready_reason: str | None = None
-        self.is_setup = False
+
+    def configure_model(self) -> None:
+        """Build the torch model and its CLIP (once); record the activation and weight source."""
+        if "model" in self._modules:
+            return
+        hparams = self.hparams
+        self.model = WinCLIPPlusModel(
+            hparams.backbone,
+            hparams.pretrained,
+            quick_gelu=hparams.quick_gelu,
+            scales=hparams.scales,
+            image_size=hparams.image_size,
+        )
+        self.hparams.update(self.model.clip_hparams)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> WinCLIPPlus:
+        """Reload from the checkpoint alone: ``pretrained="checkpoint"`` unless given (it holds every weight)."""
+        return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)
+
+    @property
+    def is_setup(self) -> bool:
+        """Whether the model is set up for a class (prompts built or restored)."""
+        return self.checkpoint_policy.class_name is not None
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The component callbacks of anomalib and the checkpoint policy (real weights, the class of the set-up)."""
+        return [*super().configure_callbacks(), self.checkpoint_policy]
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the text prototypes and, for WinCLIP+, the reference memories (once per model).
+        """Build the text prototypes and, for WinCLIP+, the reference memories of the class.
 
+        Done once per class: a later set-up for the same class keeps them; another class re-builds them (logged).
         What cannot be built here (no class name, no source of reference images, e.g. ``anomalib predict
         --ckpt_path`` on a folder of images) may still come from the checkpoint that Lightning restores after this
         hook; if it does not, the start of validation, test or prediction raises a clear error (:meth:`check_ready`).
@@ -140,8 +182,7 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
                 ``task_specific_states="builtin"``.
         """
         del stage
-        if self.is_setup:
-            return
+        self.configure_model()
         trainer = getattr(self, "_trainer", None)
         warn_if_calibrating_on_test(trainer, type(self).__name__)
         try:
@@ -149,6 +190,19 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
         except ValueError as error:
             self._not_ready_reason = str(error)
             return
+        current = self.checkpoint_policy.class_name
+        if current is not None and prompt_class_name(current) == prompt_class_name(category):
+            return
+        if current is not None:
+            logger.info("WinCLIPPlus: re-building for class %r (it was set up for %r).", category, current)
+        self._build_for_class(category, trainer)
+
+    def _rebuild_for_class(self, category: str) -> None:
+        self._build_for_class(category, getattr(self, "_trainer", None))
+        self.check_ready()
+
+    def _build_for_class(self, category: str, trainer: Any) -> None:
+        """Text prototypes of ``category`` and, for WinCLIP+, the memories of ``k_shot`` normal images."""
         references = None
         if self.k_shot:
             shots = self._collect_shots(trainer)
@@ -161,8 +215,10 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
                 references = shots.images
                 self.reference_paths = shots.paths
                 logger.info("WinCLIP+ reference images (k=%d, seed=%d): %s", self.k_shot, self.seed, shots.paths)
+        if self.k_shot and references is None:
+            self.model.setup_references(None)  # never keep another class's memories
         self.model.setup(prompt_class_name(category), references, self._task_specific_states(category))
-        self.is_setup = True
+        self.checkpoint_policy.class_name = category
 
     def check_ready(self) -> None:
         """Raise a clear error if the text prototypes or (for ``k_shot > 0``) the reference memories are missing.
@@ -174,19 +230,12 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
             raise ValueError(self._not_ready_reason or "WinCLIPPlus is not set up: call setup() first.")
 
     def on_validation_start(self) -> None:
-        """Check that the model is ready (after any checkpoint restore)."""
+        """Check that the model is ready (after any checkpoint restore and the policy's class check)."""
         super().on_validation_start()
         self.check_ready()
 
-    def on_test_start(self) -> None:
-        """Check that the model is ready (after any checkpoint restore)."""
-        super().on_test_start()
-        self.check_ready()
-
-    def on_predict_start(self) -> None:
-        """Check that the model is ready (after any checkpoint restore)."""
-        super().on_predict_start()
-        self.check_ready()
+    on_test_start = on_validation_start
+    on_predict_start = on_validation_start
 
     def _collect_shots(self, trainer: Any) -> Shots | None:
         transform = getattr(self.pre_processor, "transform", None) or clip_transform(self.image_size)
@@ -210,12 +259,14 @@ class WinCLIPPlus(ClipCheckpointMixin, AnomalibModule):
         return states
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the reference image paths in the checkpoint."""
+        """Record the class and the reference image paths in the checkpoint."""
         super().on_save_checkpoint(checkpoint)
+        self.checkpoint_policy.save(checkpoint)
         checkpoint[_CHECKPOINT_KEY] = list(self.reference_paths)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the reference image paths; the memories themselves are buffers of the state dict."""
+        """Check the checkpoint; restore its class and reference paths (the memories are buffers of the state dict)."""
+        self.checkpoint_policy.load(checkpoint, self)
         super().on_load_checkpoint(checkpoint)
         self.reference_paths = list(checkpoint.get(_CHECKPOINT_KEY, []))
 
