@@ -204,7 +204,13 @@ def test_state_dict_round_trip_carries_all_state(model, images, references) -> N
     assert fresh.k_shot == 2
     torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map)
     buffers = dict(model.named_buffers())
-    assert {"text_prototypes", "patch_memory", "window_memory_2", "window_memory_3", "window_indices_3"} <= set(buffers)
+    assert {
+        "prototypes.features",
+        "memories.patch.features",
+        "memories.window_2.features",
+        "memories.window_3.features",
+        "window_indices_3",
+    } <= set(buffers)
 
 
 # ------------------------------------------------------------------------------------------------- bad inputs
@@ -254,7 +260,7 @@ def test_unknown_backbone_and_unreadable_weights(tmp_path) -> None:
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(PretrainedWeightsError, match=r"weights\.pt"):
         WinCLIPPlusModel(TINY_BACKBONE, garbage, image_size=IMAGE_SIZE)
-    with pytest.raises(ValueError, match="multiple of the backbone's patch size"):
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
         WinCLIPPlusModel(TINY_BACKBONE, None, image_size=70)
     with pytest.raises(ValueError, match="does not fit"):
         WinCLIPPlusModel(TINY_BACKBONE, None, image_size=32, scales=(3,))

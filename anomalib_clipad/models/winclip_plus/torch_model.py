@@ -17,8 +17,11 @@ The forward pass follows the paper's sections:
   per memory (window scores spread to patches by harmonic averaging), ``M^W = (M^P + M^W_s + M^W_m) / 3`` (eq. 5),
   the final map is ``(M̄^W_0 + M^W) / 2`` and the image score ``(ascore_0(f(x)) + max_ij M^W_ij) / 2`` (eq. 6).
 
-All state needed at inference (text prototypes, memories, window indices) lives in registered buffers, so checkpoints
-and exported models carry it. :meth:`WinCLIPPlusModel.setup` fills them.
+The CLIP comes from :func:`~anomalib_clipad.clip.builder.build_clip` (position embeddings resized at load time). All
+state needed at inference lives in registered buffers, so checkpoints and exported models carry it: the text
+prototypes in a :class:`~anomalib_clipad.components.text_prototypes.TextPrototypes`, the three memories in
+:class:`~anomalib_clipad.components.memory.ReferenceMemory` modules (both take the stored sizes when a state dict is
+loaded), the window indices in non-persistent buffers. :meth:`WinCLIPPlusModel.setup` fills them.
 """
 
 from __future__ import annotations
@@ -29,14 +32,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_clipad.clip import ClipTextTower, ClipVisionTower, load_clip, validate_images, window_indices
-from anomalib_clipad.components.fusion import aggregate_windows, harmonic_mean, upsample
-from anomalib_clipad.components.memory import associate, build_memory
+from anomalib_clipad.clip.builder import RESIZE_AT_LOAD, build_clip
+from anomalib_clipad.clip.vision import validate_images, window_indices
+from anomalib_clipad.components import scoring
+from anomalib_clipad.components.fusion import aggregate_windows, harmonic_mean
+from anomalib_clipad.components.memory import ReferenceMemory
 from anomalib_clipad.components.prompts import ANOMALOUS_STATES, NORMAL_STATES, WINCLIP_TEMPLATES
+from anomalib_clipad.components.readiness import ModelNotReadyError, require_ready
+from anomalib_clipad.components.text_prototypes import TextPrototypes
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +50,13 @@ DEFAULT_BACKBONE = "ViT-B-16-plus-240"
 DEFAULT_PRETRAINED = "laion400m_e31"
 TEMPERATURE = 0.07
 """The temperature ``tau`` of eq. 1 (CLIP's, as in the paper)."""
+MODEL_NAME = "WinCLIPPlusModel"
+PATCH_MEMORY = "patch"
+"""Key of the patch memory ``R^P`` in :attr:`WinCLIPPlusModel.memories`; the window memories are ``window_<scale>``."""
 
 
-class WinCLIPNotReadyError(RuntimeError):
-    """Raised when the model is used before :meth:`WinCLIPPlusModel.setup` gave it a class name."""
+class WinCLIPNotReadyError(ModelNotReadyError):
+    """Raised when the model is used before :meth:`WinCLIPPlusModel.setup` gave it a class name (or references)."""
 
 
 @dataclass
@@ -87,8 +96,10 @@ class WinCLIPPlusModel(nn.Module):
 
     Args:
         backbone: open_clip architecture, e.g. ``"ViT-B-16-plus-240"`` (the paper's) or ``TINY_BACKBONE``.
-        pretrained: open_clip pretrained tag, path to a local weight file, ``None`` for random weights (tests), or
-            ``"checkpoint"`` for the architecture only (weights from a state dict loaded next).
+        pretrained: open_clip pretrained tag, path to a local weight file, ``None`` for random weights (tests),
+            ``"checkpoint"`` for the architecture only (weights from a state dict loaded next), or an already built
+            open_clip CLIP of ``backbone`` built at ``image_size`` (see
+            :func:`~anomalib_clipad.clip.builder.build_clip`).
         quick_gelu: QuickGELU activations; ``None`` decides from the weights (OpenAI: yes).
         scales: window sizes in patches; the paper uses small (2) and mid (3) windows.
         image_size: side of the square input in pixels (a multiple of the patch size); position embeddings are
@@ -101,6 +112,15 @@ class WinCLIPPlusModel(nn.Module):
         include_image_score_in_map: include the image-level score in the harmonic multi-scale aggregation of the
             zero-shot map (paper §4.2, "(c) image-scale feature"). Set ``False`` for windows only.
 
+    Attributes:
+        vision: the frozen image tower.
+        text: the frozen text tower.
+        clip_hparams: what the CLIP builder decided (``quick_gelu``, ``weight_source``), for the Lightning model's
+            hyper-parameters.
+        prototypes: ``[t_normal, t_anomalous]`` (buffer ``prototypes.features``), empty until :meth:`setup_text`.
+        memories: the reference memories ``R^P`` (key ``"patch"``) and ``R^W`` of each scale (``"window_<scale>"``),
+            empty until :meth:`setup_references`.
+
     Raises:
         UnknownBackboneError: ``backbone`` is not an open_clip architecture.
         PretrainedWeightsError: the weights cannot be loaded.
@@ -110,7 +130,7 @@ class WinCLIPPlusModel(nn.Module):
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
-        pretrained: str | os.PathLike | None = DEFAULT_PRETRAINED,
+        pretrained: str | os.PathLike | nn.Module | None = DEFAULT_PRETRAINED,
         *,
         quick_gelu: bool | None = None,
         scales: Sequence[int] = (2, 3),
@@ -129,12 +149,12 @@ class WinCLIPPlusModel(nn.Module):
         if not templates or not normal_states or not anomalous_states:
             msg = "templates, normal_states and anomalous_states must not be empty."
             raise ValueError(msg)
-        clip = load_clip(backbone, pretrained, quick_gelu=quick_gelu, image_size=image_size)
-        self.vision = ClipVisionTower(clip.visual)
-        self.text = ClipTextTower(clip, backbone)
-        if image_size % self.vision.patch_size != 0:
-            msg = f"image_size {image_size} must be a multiple of the backbone's patch size {self.vision.patch_size}."
-            raise ValueError(msg)
+        towers = build_clip(
+            backbone, pretrained, image_size=image_size, quick_gelu=quick_gelu, position_embedding=RESIZE_AT_LOAD
+        )
+        self.vision = towers.vision
+        self.text = towers.text
+        self.clip_hparams = towers.hparams
 
         self.backbone = backbone
         self.scales = scales
@@ -149,12 +169,12 @@ class WinCLIPPlusModel(nn.Module):
 
         for scale in self.scales:  # window masks w_ij of each scale, as patch indices (n_windows, k * k)
             self.register_buffer(f"window_indices_{scale}", window_indices(self.grid_size, scale), persistent=False)
-        # Filled by setup(); empty until then. Their shapes depend on the class and on K, see _load_from_state_dict.
-        embed_dim, width = self.vision.output_dim, self.vision.width
-        self.register_buffer("text_prototypes", torch.empty(0, embed_dim))  # [t_normal, t_anomalous]
-        self.register_buffer("patch_memory", torch.empty(0, width))  # R^P
+        # Filled by setup(); empty until then (loading a state dict gives them the stored sizes).
+        embed_dim = self.vision.output_dim
+        self.prototypes = TextPrototypes(embed_dim)  # [t_normal, t_anomalous]
+        self.memories = nn.ModuleDict({PATCH_MEMORY: ReferenceMemory(self.vision.width)})  # R^P
         for scale in self.scales:
-            self.register_buffer(f"window_memory_{scale}", torch.empty(0, embed_dim))  # R^W_s, R^W_m
+            self.memories[f"window_{scale}"] = ReferenceMemory(embed_dim)  # R^W_s, R^W_m
 
     # ------------------------------------------------------------------------------------------------ set-up
     @torch.no_grad()
@@ -180,14 +200,24 @@ class WinCLIPPlusModel(nn.Module):
         """
         if class_name is not None:
             self.setup_text(class_name, task_specific_states)
-        elif self.text_prototypes.numel() == 0:
-            msg = "WinCLIPPlusModel.setup needs a class name (e.g. class_name='bottle') to build its prompts."
-            raise WinCLIPNotReadyError(msg)
+        else:
+            self._require_ready(
+                {"text prototypes": self.prototypes.is_ready},
+                "give setup a class name (e.g. class_name='bottle') to build its prompts.",
+            )
         self.setup_references(reference_images)
 
     @torch.no_grad()
     def setup_text(self, class_name: str, task_specific_states: Sequence[str] | None = None) -> None:
-        """Compute ``[t_normal, t_anomalous]`` with the compositional prompt ensemble (§4.1)."""
+        """Compute ``[t_normal, t_anomalous]`` with the compositional prompt ensemble (§4.1).
+
+        Args:
+            class_name: the object name used in prompts (e.g. ``"bottle"``).
+            task_specific_states: extra anomalous state phrases for this class (``{}`` = class name).
+
+        Raises:
+            WinCLIPNotReadyError: empty class name.
+        """
         if not class_name or not class_name.strip():
             msg = "A non-empty class name is needed for WinCLIP's prompts (e.g. 'bottle')."
             raise WinCLIPNotReadyError(msg)
@@ -200,7 +230,7 @@ class WinCLIPPlusModel(nn.Module):
                 self.text.encode_prompt_set(anomalous_prompts),
             ]
         )
-        self.text_prototypes = prototypes.to(self.text_prototypes.device)
+        self.prototypes.set(prototypes)
         self.class_name = class_name
         logger.info(
             "WinCLIP prompts for %r: %d normal, %d anomalous.", class_name, len(normal_prompts), len(anomalous_prompts)
@@ -208,22 +238,28 @@ class WinCLIPPlusModel(nn.Module):
 
     @torch.no_grad()
     def setup_references(self, reference_images: torch.Tensor | None, batch_size: int = 8) -> None:
-        """Fill the memories ``R^W_s, R^W_m, R^P`` from ``K`` normal images (§4.3); ``None`` clears them."""
+        """Fill the memories ``R^W_s, R^W_m, R^P`` from ``K`` normal images (§4.3); ``None`` clears them.
+
+        Args:
+            reference_images: ``(K, 3, H, W)`` CLIP-normalised normal images, or ``None`` for zero-shot.
+            batch_size: images encoded at once.
+
+        Raises:
+            WinCLIPNotReadyError: no text prototypes yet (the image checks need them).
+            ValueError: invalid reference images (wrong shape, grayscale, none).
+        """
         if reference_images is None:
-            self.patch_memory = self.patch_memory.new_empty(0, self.patch_memory.shape[1])
-            for scale in self.scales:
-                memory = self.window_memory(scale)
-                setattr(self, f"window_memory_{scale}", memory.new_empty(0, memory.shape[1]))
+            for memory in self.memories.values():
+                memory.clear()
             return
         self._validate(reference_images)
         if reference_images.shape[0] < 1:
             msg = "Expected at least one reference image for WinCLIP+."
             raise ValueError(msg)
         chunks = [self.encode(chunk) for chunk in reference_images.split(batch_size)]
-        self.patch_memory = build_memory(torch.cat([chunk.patches for chunk in chunks]))
+        self.memories[PATCH_MEMORY].fill(torch.cat([chunk.patches for chunk in chunks]))
         for index, scale in enumerate(self.scales):
-            windows = torch.cat([chunk.windows[index] for chunk in chunks])
-            setattr(self, f"window_memory_{scale}", build_memory(windows))
+            self.memories[f"window_{scale}"].fill(torch.cat([chunk.windows[index] for chunk in chunks]))
 
     # ---------------------------------------------------------------------------------------------- features
     def encode(self, images: torch.Tensor) -> WinCLIPFeatures:
@@ -244,8 +280,7 @@ class WinCLIPPlusModel(nn.Module):
     # ------------------------------------------------------------------------------------------------ scores
     def anomaly_probability(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``ascore_0``: ``softmax(<f, [t_n, t_a]> / tau)[anomalous]`` for embeddings ``(..., D)`` (eq. 1)."""
-        cosine = F.normalize(embeddings, dim=-1) @ self.text_prototypes.T
-        return (cosine / self.temperature).softmax(dim=-1)[..., 1]
+        return scoring.anomaly_probability(embeddings, self.text_prototypes, 1 / self.temperature)
 
     def zero_shot_map(self, features: WinCLIPFeatures, image_score: torch.Tensor) -> torch.Tensor:
         """WinCLIP's zero-shot map ``(B, N)`` (§4.2).
@@ -268,16 +303,15 @@ class WinCLIPPlusModel(nn.Module):
         The mean of the patch, small- and mid-window associations; window associations are spread to patches by
         harmonic averaging.
         """
-        if not self.is_few_shot:
-            msg = (
-                "WinCLIP+ has no reference memory: call setup(class_name, reference_images) with K >= 1 normal images "
-                "(the Lightning model does so when k_shot > 0)."
-            )
-            raise WinCLIPNotReadyError(msg)
+        self._require_ready(
+            {"reference memory": self.is_few_shot},
+            "call setup(class_name, reference_images) with K >= 1 normal images (the Lightning model does so when "
+            "k_shot > 0).",
+        )
         n_patches = features.grid_size[0] * features.grid_size[1]
-        maps = [associate(features.patches, self.patch_memory)]
+        maps = [self.memories[PATCH_MEMORY].distance(features.patches)]
         for scale, windows in zip(self.scales, features.windows, strict=True):
-            window_scores = associate(windows, self.window_memory(scale))
+            window_scores = self.memories[f"window_{scale}"].distance(windows)
             maps.append(aggregate_windows(window_scores, self.window_indices(scale), n_patches, "harmonic"))
         return torch.stack(maps).mean(dim=0)
 
@@ -304,7 +338,7 @@ class WinCLIPPlusModel(nn.Module):
             vision_map = self.few_shot_map(features)
             anomaly_map = (anomaly_map + vision_map) / 2
             image_score = (image_score + vision_map.amax(dim=-1)) / 2  # eq. 6
-        anomaly_map = upsample(anomaly_map.reshape(-1, *features.grid_size), images.shape[-2:])
+        anomaly_map = scoring.upsample(anomaly_map.reshape(-1, *features.grid_size), images.shape[-2:])
         return InferenceBatch(pred_score=image_score, anomaly_map=anomaly_map)
 
     # --------------------------------------------------------------------------------------------- helpers
@@ -313,32 +347,46 @@ class WinCLIPPlusModel(nn.Module):
         return getattr(self, f"window_indices_{scale}")
 
     def window_memory(self, scale: int) -> torch.Tensor:
-        """The reference memory of the windows of one scale ``(K * n_windows, D)``."""
-        return getattr(self, f"window_memory_{scale}")
+        """The normalised reference memory ``R^W`` of the windows of one scale ``(K * n_windows, D)``."""
+        return self.memories[f"window_{scale}"].features
+
+    @property
+    def patch_memory(self) -> torch.Tensor:
+        """The normalised patch memory ``R^P`` ``(K * N, width)``; ``(0, width)`` for zero-shot."""
+        return self.memories[PATCH_MEMORY].features
+
+    @property
+    def text_prototypes(self) -> torch.Tensor:
+        """``[t_normal, t_anomalous]`` ``(2, D)``; ``(0, D)`` before :meth:`setup_text`."""
+        return self.prototypes.features
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether the text prototypes are set (by :meth:`setup` or a loaded state dict), so inference can run."""
+        return self.prototypes.is_ready
 
     @property
     def is_few_shot(self) -> bool:
         """Whether reference memories are set (WinCLIP+)."""
-        return self.patch_memory.shape[0] > 0
+        return self.memories[PATCH_MEMORY].is_ready
 
     @property
     def k_shot(self) -> int:
         """Number of reference images in the memories (0 for zero-shot WinCLIP)."""
         return self.patch_memory.shape[0] // (self.grid_size[0] * self.grid_size[1])
 
-    def _validate(self, images: torch.Tensor) -> None:
-        if self.text_prototypes.numel() == 0:
-            msg = (
-                "WinCLIPPlusModel has no text prototypes yet: call setup(class_name=...) first "
-                "(the Lightning model does so from `class_name` or the datamodule's category)."
-            )
-            raise WinCLIPNotReadyError(msg)
-        validate_images(images, (self.image_size, self.image_size))
+    @staticmethod
+    def _require_ready(parts: dict[str, bool], how: str) -> None:
+        """:func:`~anomalib_clipad.components.readiness.require_ready`, raising :class:`WinCLIPNotReadyError`."""
+        try:
+            require_ready(MODEL_NAME, parts, how)
+        except ModelNotReadyError as error:
+            raise WinCLIPNotReadyError(str(error)) from None
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        """Resize the set-up buffers to the loaded shapes (they depend on the class's prompts and on ``K``)."""
-        for name in ("text_prototypes", "patch_memory", *(f"window_memory_{scale}" for scale in self.scales)):
-            key = prefix + name
-            if key in state_dict and state_dict[key].shape != self._buffers[name].shape:
-                self._buffers[name] = torch.empty_like(state_dict[key], device=self._buffers[name].device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _validate(self, images: torch.Tensor) -> None:
+        self._require_ready(
+            {"text prototypes": self.prototypes.is_ready},
+            "call setup(class_name=...) first (the Lightning model does so from `class_name` or the datamodule's "
+            "category).",
+        )
+        validate_images(images, (self.image_size, self.image_size))
