@@ -93,6 +93,8 @@ class ClipCheckpointPolicy(Callback):
             else:
                 refuse_other_checkpoint_hparams(checkpoint, hparams, ("quick_gelu",), self.model_name)
         self.class_name = checkpoint.get(CLASS_NAME_KEY, self.class_name)
+        if hasattr(pl_module.model, "class_name"):
+            pl_module.model.class_name = self.class_name
         self.weights_restored = True
 
     # ------------------------------------------------------------------------------------------- guards

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any
@@ -172,3 +173,29 @@ def load_without_original_weights(load: Any, checkpoint_path: Any, *args: Any, *
     """
     kwargs.setdefault("pretrained", FROM_CHECKPOINT)
     return load(checkpoint_path, *args, **kwargs)
+
+
+def build_torch_model(module: Any, torch_model_class: type, **renamed: str) -> None:
+    """Build a Lightning model's torch model from its hyper-parameters, once, and record what the builder decided.
+
+    Every argument of ``torch_model_class`` that is also a hyper-parameter is passed by name (``renamed`` maps a
+    torch-model argument to the hyper-parameter that feeds it when the names differ); the CLIP's activation and
+    weight source (``clip_hparams``) are then added to the hyper-parameters, so checkpoints record them.
+
+    Args:
+        module: the Lightning model (its ``hparams`` and ``model`` slot).
+        torch_model_class: the torch model to build.
+        **renamed: ``torch_argument="hyper_parameter"`` pairs.
+    """
+    if module._modules.get("model") is not None:
+        return
+    hparams = module.hparams
+    parameters = inspect.signature(torch_model_class.__init__).parameters
+    arguments = {}
+    for name in parameters:
+        source = renamed.get(name, name)
+        if name != "self" and source in hparams:
+            value = hparams[source]
+            arguments[name] = tuple(value) if isinstance(value, list) else value
+    module.model = torch_model_class(**arguments)
+    hparams.update(module.model.clip_hparams)

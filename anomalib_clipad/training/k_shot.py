@@ -99,6 +99,12 @@ class NormalShotsRecipe(Callback):
         self.shots_encoded = False
         self.train_loader: DataLoader | None = None
 
+    @classmethod
+    def from_hparams(cls, model_name: str, hparams: Any, refresh: Callable[[], None]) -> NormalShotsRecipe:
+        """The recipe of a model whose hyper-parameters name its arguments (``k_shot``, ``seed``, ``epochs``, ...)."""
+        names = ("k_shot", "seed", "epochs", "lr", "momentum", "weight_decay", "min_lr")
+        return cls(model_name, refresh=refresh, **{name: hparams[name] for name in names})
+
     # ------------------------------------------------------------------------------------------- the model's hooks
     @property
     def trainer_arguments(self) -> dict[str, Any]:

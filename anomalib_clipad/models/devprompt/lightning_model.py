@@ -38,6 +38,7 @@ from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, check_position_emb
 from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
 from anomalib_clipad.models.common import (
     BuiltOnFirstUse,
+    build_torch_model,
     clip_pre_processor,
     load_without_original_weights,
     resolve_class_name,
@@ -135,7 +136,7 @@ class DevPrompt(AnomalibModule):
             raise ValueError(msg)
         check_position_embedding_mode(position_embedding)
         DeviationLoss(deviation_margin, deviation_weight, top_k_ratio, n_reference_samples=n_reference_samples)
-        recipe = NormalShotsRecipe(
+        NormalShotsRecipe(
             type(self).__name__,
             k_shot=k_shot,
             seed=seed,
@@ -144,8 +145,8 @@ class DevPrompt(AnomalibModule):
             momentum=momentum,
             weight_decay=weight_decay,
             min_lr=min_lr,
-            refresh=self._refresh_text_features,
-        )
+            refresh=lambda: None,
+        )  # checks the arguments
         if isinstance(pre_processor, bool) and pre_processor:
             pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
@@ -155,7 +156,7 @@ class DevPrompt(AnomalibModule):
             visualizer=visualizer,
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
-        self.recipe = recipe
+        self.recipe = NormalShotsRecipe.from_hparams(type(self).__name__, self.hparams, self._refresh_text_features)
         self.checkpoint_policy = ClipCheckpointPolicy(
             type(self).__name__,
             ("backbone", "image_size", "memory_layers", "position_embedding"),
@@ -164,30 +165,7 @@ class DevPrompt(AnomalibModule):
 
     def configure_model(self) -> None:
         """Build DevPrompt's torch model and its CLIP (once); record the activation and weight source."""
-        if "model" in self._modules:
-            return
-        hparams = self.hparams
-        self.model = DevPromptModel(
-            hparams.backbone,
-            hparams.pretrained,
-            hparams.image_size,
-            quick_gelu=hparams.quick_gelu,
-            position_embedding=hparams.position_embedding,
-            n_ctx=hparams.n_ctx,
-            normal_suffix=hparams.normal_suffix,
-            anomalous_suffix=hparams.anomalous_suffix,
-            memory_layers=tuple(hparams.memory_layers),
-            top_k_ratio=hparams.top_k_ratio,
-            deviation_margin=hparams.deviation_margin,
-            deviation_weight=hparams.deviation_weight,
-            n_reference_samples=hparams.n_reference_samples,
-            synthesize_anomalies=hparams.synthesize_anomalies,
-            n_synthetic_per_shot=hparams.n_synthetic_per_shot,
-            anomaly_source_path=hparams.anomaly_source_path,
-            smoothing_sigma=hparams.sigma,
-            seed=hparams.seed,
-        )
-        self.hparams.update(self.model.clip_hparams)
+        build_torch_model(self, DevPromptModel, smoothing_sigma="sigma")
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> DevPrompt:
@@ -267,7 +245,6 @@ class DevPrompt(AnomalibModule):
         self.checkpoint_policy.load(checkpoint, self)
         super().on_load_checkpoint(checkpoint)
         self.recipe.load(checkpoint)
-        self.model.class_name = self.checkpoint_policy.class_name
 
     @property
     def few_shot_paths(self) -> list[str]:

@@ -38,6 +38,7 @@ from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, check_position_emb
 from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
 from anomalib_clipad.models.common import (
     BuiltOnFirstUse,
+    build_torch_model,
     clip_pre_processor,
     load_without_original_weights,
     resolve_class_name,
@@ -135,7 +136,7 @@ class PromptAD(AnomalibModule):
         check_position_embedding_mode(position_embedding)
         if anomaly_states is not None:
             resolve_anomaly_states(class_name or "object", anomaly_states)  # malformed user states fail early
-        recipe = NormalShotsRecipe(
+        NormalShotsRecipe(
             type(self).__name__,
             k_shot=k_shot,
             seed=seed,
@@ -144,8 +145,8 @@ class PromptAD(AnomalibModule):
             momentum=momentum,
             weight_decay=weight_decay,
             min_lr=min_lr,
-            refresh=self._refresh_text_features,
-        )
+            refresh=lambda: None,
+        )  # checks the arguments
         if isinstance(pre_processor, bool) and pre_processor:
             pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
@@ -155,7 +156,7 @@ class PromptAD(AnomalibModule):
             visualizer=visualizer,
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
-        self.recipe = recipe
+        self.recipe = NormalShotsRecipe.from_hparams(type(self).__name__, self.hparams, self._refresh_text_features)
         # k_shot sizes the memories; memory_tap changes what they hold
         self.checkpoint_policy = ClipCheckpointPolicy(
             type(self).__name__,
@@ -165,29 +166,7 @@ class PromptAD(AnomalibModule):
 
     def configure_model(self) -> None:
         """Build the torch model and its CLIP (once); record the activation and weight source."""
-        if "model" in self._modules:
-            return
-        hparams = self.hparams
-        self.model = PromptADModel(
-            hparams.backbone,
-            hparams.pretrained,
-            quick_gelu=hparams.quick_gelu,
-            k_shot=hparams.k_shot,
-            image_size=hparams.image_size,
-            n_ctx=hparams.n_ctx,
-            n_normal_prompts_image=hparams.n_normal_prompts_image,
-            n_normal_prompts_pixel=hparams.n_normal_prompts_pixel,
-            n_learned_anomaly_prompts=hparams.n_learned_anomaly_prompts,
-            n_ctx_anomaly=hparams.n_ctx_anomaly,
-            memory_layers=tuple(hparams.memory_layers),
-            alignment_weight=hparams.alignment_weight,
-            eam_margin=hparams.eam_margin,
-            sigma=hparams.sigma,
-            seed=hparams.seed,
-            memory_tap=hparams.memory_tap,
-            position_embedding=hparams.position_embedding,
-        )
-        self.hparams.update(self.model.clip_hparams)
+        build_torch_model(self, PromptADModel)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> PromptAD:
@@ -265,7 +244,6 @@ class PromptAD(AnomalibModule):
         self.checkpoint_policy.load(checkpoint, self)
         super().on_load_checkpoint(checkpoint)
         self.recipe.load(checkpoint)
-        self.model.class_name = self.checkpoint_policy.class_name
 
     @property
     def few_shot_paths(self) -> list[str]:

@@ -38,6 +38,7 @@ from anomalib_clipad.data.shots import Shots, collect_shots, load_reference_fold
 from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
 from anomalib_clipad.models.common import (
     BuiltOnFirstUse,
+    build_torch_model,
     clip_pre_processor,
     clip_transform,
     load_without_original_weights,
@@ -143,17 +144,7 @@ class WinCLIPPlus(AnomalibModule):
 
     def configure_model(self) -> None:
         """Build the torch model and its CLIP (once); record the activation and weight source."""
-        if "model" in self._modules:
-            return
-        hparams = self.hparams
-        self.model = WinCLIPPlusModel(
-            hparams.backbone,
-            hparams.pretrained,
-            quick_gelu=hparams.quick_gelu,
-            scales=hparams.scales,
-            image_size=hparams.image_size,
-        )
-        self.hparams.update(self.model.clip_hparams)
+        build_torch_model(self, WinCLIPPlusModel)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> WinCLIPPlus:
