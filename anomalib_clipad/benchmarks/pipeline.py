@@ -17,6 +17,13 @@ anomalib 2.7's ``anomalib benchmark`` has three problems for this project (see t
    its own job instead of aborting the run before any CSV is written, and the command's exit code says whether
    every job succeeded.
 
+One default differs from upstream, so that calibration never uses the scored images: thresholds and min-max
+normalisation come from the validation split, and the default of MVTecAD and Visa (``val_split_mode`` =
+``same_as_test``) makes that split the test set itself. When a job's datamodule would default to it and its
+configuration does not set ``val_split_mode``, the job uses ``from_test`` (a held-out part of the test set, the
+datamodule's ``val_split_ratio``; the scored images are the rest) and says so. A configuration that asks for
+``same_as_test`` explicitly keeps it, with a warning (and the models' own warning).
+
 The configuration format is anomalib's (``accelerator`` plus a ``benchmark`` section whose values may be
 ``{grid: [...]}``), with one optional addition: a top-level ``synthetic_dataset`` mapping of keyword arguments of
 :func:`anomalib_clipad.data.synthetic.generate_synthetic_dataset`; that dataset is generated first when its folder
@@ -35,7 +42,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
@@ -79,6 +86,91 @@ def instantiate(value: Any, base_class: type, key: str) -> Any:
     parser.add_subclass_arguments(base_class, key, required=True)
     config = parser.parse_object({key: _as_class_config(value, key)})
     return parser.instantiate_classes(config)[key]
+
+
+HELD_OUT_VAL_SPLIT = "from_test"
+_SCORED_IMAGES_SPLIT = "same_as_test"
+
+
+def _split_name(mode: Any) -> str:
+    """``"same_as_test"`` for ``ValSplitMode.SAME_AS_TEST`` or its string (any case)."""
+    return str(getattr(mode, "value", mode)).lower()
+
+
+def _default_val_split_mode(data: dict[str, Any]) -> str | None:
+    """The ``val_split_mode`` the datamodule of ``data`` gets when the configuration does not set it.
+
+    Resolved like :func:`instantiate` (jsonargparse fills in the class defaults), without building the datamodule.
+
+    Returns:
+        The split name, or ``None`` when the datamodule takes no ``val_split_mode`` or cannot be resolved (its job
+        then fails on its own, with the real error).
+    """
+    from anomalib.data import AnomalibDataModule
+    from jsonargparse import ArgumentParser
+
+    try:
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_subclass_arguments(AnomalibDataModule, "data", required=True)
+        init_args = parser.parse_object({"data": data})["data"].get("init_args")
+        mode = None if init_args is None else init_args.get("val_split_mode")
+    except Exception:  # the job reports it itself, with its traceback
+        return None
+    return None if mode is None else _split_name(mode)
+
+
+class DataSplit(NamedTuple):
+    """A job's datamodule configuration after :func:`held_out_calibration`.
+
+    Attributes:
+        config: The ``{"class_path": ..., "init_args": ...}`` to build the datamodule from.
+        message: What was changed or what is wrong, for the console and the log; ``None``: nothing to say.
+        level: The logging level of ``message``.
+    """
+
+    config: Any
+    message: str | None = None
+    level: int = logging.INFO
+
+
+def held_out_calibration(data: Any) -> DataSplit:
+    """The datamodule configuration of a job, with a validation split that is not the scored images by default.
+
+    Args:
+        data: The job's ``data`` entry (class path string or ``{"class_path": ..., "init_args": ...}``).
+
+    Returns:
+        The configuration to use: ``data`` itself, or, when the datamodule's default is ``same_as_test`` and ``data``
+        does not set ``val_split_mode``, a copy with ``init_args.val_split_mode: from_test`` and a message saying so.
+        An entry that asks for ``same_as_test`` itself is kept, with a warning message.
+    """
+    try:
+        config = dict(_as_class_config(data, "data"))
+    except ValueError:  # the job reports it when it builds the datamodule
+        return DataSplit(data)
+    init_args = config.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        return DataSplit(data)
+    config["init_args"] = dict(init_args)
+    name = str(config["class_path"])
+    if "val_split_mode" in init_args:
+        if _split_name(init_args["val_split_mode"]) != _SCORED_IMAGES_SPLIT:
+            return DataSplit(data)
+        message = (
+            f"benchmark.data {name} sets val_split_mode: {_SCORED_IMAGES_SPLIT}: thresholds and normalisation are "
+            "calibrated on the scored images, so F1 scores are optimistic (AUROC is not affected). Remove it or set "
+            f"{HELD_OUT_VAL_SPLIT} for a held-out calibration split."
+        )
+        return DataSplit(data, message, logging.WARNING)
+    if _default_val_split_mode(config) != _SCORED_IMAGES_SPLIT:
+        return DataSplit(data)
+    config["init_args"]["val_split_mode"] = HELD_OUT_VAL_SPLIT
+    message = (
+        f"benchmark.data {name}: val_split_mode {HELD_OUT_VAL_SPLIT} instead of its default {_SCORED_IMAGES_SPLIT}, "
+        "so that thresholds and normalisation are calibrated on held-out test images, not on the scored ones "
+        "(set val_split_mode in the configuration to choose)."
+    )
+    return DataSplit(config, message)
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, Any]:
@@ -238,7 +330,14 @@ def _build_classes() -> tuple[type, type, type]:
                 if key not in args:
                     msg = f"The benchmark section needs a '{key}' entry."
                     raise ValueError(msg)
+            reported: set[str] = set()
             for container in get_iterator_from_grid_dict(args):
+                split = held_out_calibration(container["data"])
+                container["data"] = split.config
+                if split.message and split.message not in reported:
+                    reported.add(split.message)
+                    logger.log(split.level, split.message)
+                    print(split.message)  # the log itself goes to runs/pipeline.log only
                 yield ClipadBenchmarkJob(
                     accelerator=self.accelerator,
                     config={"model": container["model"], "data": container["data"]},

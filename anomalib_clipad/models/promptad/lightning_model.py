@@ -136,17 +136,6 @@ class PromptAD(AnomalibModule):
         check_position_embedding_mode(position_embedding)
         if anomaly_states is not None:
             resolve_anomaly_states(class_name or "object", anomaly_states)  # malformed user states fail early
-        NormalShotsRecipe(
-            type(self).__name__,
-            k_shot=k_shot,
-            seed=seed,
-            epochs=epochs,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            min_lr=min_lr,
-            refresh=lambda: None,
-        )  # checks the arguments
         if isinstance(pre_processor, bool) and pre_processor:
             pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
