@@ -213,9 +213,16 @@ def resolve_pretrained_download(backbone: str, tag: str) -> tuple[str, str]:
 
 
 class _DropRandomInitWarning(logging.Filter):
-    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" warning (we say it ourselves)."""
+    """Drops open_clip's random-init warning (we say it ourselves) and its INFO chatter on the root logger.
+
+    The warning is "No pretrained weights loaded ... initialized randomly"; the chatter "Loaded built-in ... model
+    config." and similar, about seven lines per model build.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from_open_clip = f"{os.sep}open_clip{os.sep}" in record.pathname
+        if from_open_clip and record.levelno < logging.WARNING:
+            return False
         return "initialized randomly" not in record.getMessage()
 
 
@@ -348,7 +355,8 @@ def _load_tag(backbone: str, tag: str, quick_gelu: bool | None, image_size: int 
             weight_file = download_pretrained_from_url(source)
         else:
             kwargs = {"force_image_size": image_size} if image_size is not None else {}
-            return open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=activation, **kwargs)
+            with _quiet_random_init():
+                return open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=activation, **kwargs)
     except Exception as error:  # network, hub and cache errors of several libraries
         msg = (
             f"Could not obtain pretrained weights {tag!r} for CLIP backbone {backbone!r} from {source}: "

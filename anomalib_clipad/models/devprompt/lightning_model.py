@@ -35,6 +35,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 
 from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, check_position_embedding_mode
+from anomalib_clipad.export import QuietExportMixin
 from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
 from anomalib_clipad.models.common import (
     BuiltOnFirstUse,
@@ -52,7 +53,7 @@ from .torch_model import ANOMALOUS_SUFFIX, BACKBONE, IMAGE_SIZE, NORMAL_SUFFIX, 
 __all__ = ["DevPrompt"]
 
 
-class DevPrompt(AnomalibModule):
+class DevPrompt(QuietExportMixin, AnomalibModule):
     """DevPrompt: shared learnable context, class-aware suffixes, deviation loss with Top-K MIL.
 
     Args:

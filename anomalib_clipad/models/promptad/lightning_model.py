@@ -35,6 +35,7 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch import Callback
 
 from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, check_position_embedding_mode
+from anomalib_clipad.export import QuietExportMixin
 from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
 from anomalib_clipad.models.common import (
     BuiltOnFirstUse,
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PromptAD"]
 
 
-class PromptAD(AnomalibModule):
+class PromptAD(QuietExportMixin, AnomalibModule):
     """PromptAD: one-class prompt learning with semantic concatenation and an explicit anomaly margin.
 
     Args:

@@ -35,6 +35,7 @@ from lightning.pytorch import Callback
 
 from anomalib_clipad.components.prompts import class_specific_anomalous_states, known_categories, prompt_class_name
 from anomalib_clipad.data.shots import Shots, collect_shots, load_reference_folder
+from anomalib_clipad.export import QuietExportMixin
 from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
 from anomalib_clipad.models.common import (
     BuiltOnFirstUse,
@@ -58,7 +59,7 @@ _CHECKPOINT_KEY = "winclip_plus_reference_paths"
 __all__ = ["WinCLIPPlus"]
 
 
-class WinCLIPPlus(AnomalibModule):
+class WinCLIPPlus(QuietExportMixin, AnomalibModule):
     """WinCLIP (zero-shot) and WinCLIP+ (few-normal-shot) anomaly classification and segmentation.
 
     Named ``WinCLIPPlus`` so that it never collides with anomalib's built-in ``WinClip``, even case-insensitively
