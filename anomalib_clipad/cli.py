@@ -144,6 +144,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"\n=== {name} ===", flush=True)
         try:
             model = WinCLIPPlus(k_shot=k_shot, seed=args.seed, **model_kwargs)
+            model.configure_model()  # load the weights now: a missing download stops the demo before it runs
         except PretrainedWeightsError as error:
             print(f"\nerror: {error}", file=sys.stderr)
             print(
