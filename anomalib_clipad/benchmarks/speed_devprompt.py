@@ -48,7 +48,7 @@ from anomalib_clipad.models.devprompt import DevPrompt, DevPromptModel
 def inference_ratio(backbone: str, batch_size: int, repeats: int, device: torch.device) -> dict[str, float]:
     """Seconds per image of DevPrompt and of ``encode_image``, and their ratio."""
     clip = load_clip(backbone, None).to(device)
-    model = DevPromptModel(clip, backbone, synthesize_anomalies=False).to(device).eval()
+    model = DevPromptModel(backbone, clip, synthesize_anomalies=False).to(device).eval()
     generator = torch.Generator().manual_seed(0)
     size = model.image_size[0]
     images = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
@@ -84,7 +84,7 @@ def training_times(
         model.prompt_features().sum().backward()
 
     clock, one_time = clock_for(device), []
-    encode = module.compute_cached_features
+    encode = model.encode_training_images  # what the recipe runs once per shot (and its synthesised anomalies)
 
     def timed_encode(images: torch.Tensor) -> dict[str, torch.Tensor]:
         synchronise(device)
@@ -94,7 +94,7 @@ def training_times(
         one_time.append(clock() - start)
         return features
 
-    module.compute_cached_features = timed_encode
+    model.encode_training_images = timed_encode
     result = timed_fit(
         module, k_shot, epochs, device, our_step=our_step, plain_clip=plain_clip, tokens=tokens, repeats=repeats
     )

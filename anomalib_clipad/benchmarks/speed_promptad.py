@@ -47,7 +47,7 @@ from anomalib_clipad.models.promptad import PromptAD, PromptADModel
 def inference_ratio(backbone: str, batch_size: int, repeats: int, device: torch.device) -> dict[str, float]:
     """Seconds per image of PromptAD and of ``encode_image``, and their ratio."""
     clip = load_clip(backbone, None).to(device)
-    model = PromptADModel(clip, backbone, k_shot=1).to(device).eval()
+    model = PromptADModel(backbone, clip, k_shot=1).to(device).eval()
     model.configure_prompts(CATEGORY)
     generator = torch.Generator().manual_seed(0)
     size = model.image_size
