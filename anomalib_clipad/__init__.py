@@ -22,7 +22,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["DevPrompt", "PromptAD", "WinCLIPPlus"]
+__all__ = ["AnomalyCLIP", "DevPrompt", "PromptAD", "WinCLIPPlus"]
 
 _LAZY = {"ModelNameCollisionError": "anomalib_clipad.registration"}
 

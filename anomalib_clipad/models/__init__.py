@@ -11,12 +11,13 @@ import sys
 
 from anomalib_clipad.registration import register_in_anomalib
 
+from .anomalyclip import AnomalyCLIP
 from .devprompt import DevPrompt
 from .promptad import PromptAD
 from .winclip_plus import WinCLIPPlus
 
-__all__ = ["DevPrompt", "PromptAD", "WinCLIPPlus"]
+__all__ = ["AnomalyCLIP", "DevPrompt", "PromptAD", "WinCLIPPlus"]
 
-register_in_anomalib([DevPrompt, PromptAD, WinCLIPPlus])
-for _cls in (DevPrompt, PromptAD, WinCLIPPlus):
+register_in_anomalib([AnomalyCLIP, DevPrompt, PromptAD, WinCLIPPlus])
+for _cls in (AnomalyCLIP, DevPrompt, PromptAD, WinCLIPPlus):
     setattr(sys.modules["anomalib_clipad"], _cls.__name__, _cls)

@@ -3,6 +3,7 @@
 
 """AnomalyCLIP: object-agnostic prompt learning for zero-shot anomaly detection (Zhou et al., ICLR 2024)."""
 
+from .lightning_model import AnomalyCLIP
 from .prompts_file import (
     check_prompt_state_dict,
     from_reference_state_dict,
@@ -13,6 +14,7 @@ from .prompts_file import (
 from .torch_model import AnomalyCLIPModel
 
 __all__ = [
+    "AnomalyCLIP",
     "AnomalyCLIPModel",
     "check_prompt_state_dict",
     "from_reference_state_dict",

@@ -340,6 +340,7 @@ class AnomalyCLIPModel(nn.Module):
         labels: torch.Tensor,
         masks: torch.Tensor,
         text_features: torch.Tensor | None = None,
+        has_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The glocal loss (eq. 2) of a batch of (cached) image features.
 
@@ -349,6 +350,8 @@ class AnomalyCLIPModel(nn.Module):
             masks: ``(B, H, W)`` or ``(B, 1, H, W)`` ground-truth masks (binarised at 0.5, as the reference); the
                 maps are upsampled to their size.
             text_features: ``(2, D)`` normalised text features with gradients (computed here if ``None``).
+            has_mask: ``(B,)`` booleans, ``False`` for anomalous images without a ground-truth mask: they train the
+                image loss only (as the reference's author advises for mask-less data). ``None``: all have masks.
 
         Returns:
             ``loss`` = ``image_loss + λ local_loss``; ``image_loss`` the cross-entropy of the global logits;
@@ -376,6 +379,12 @@ class AnomalyCLIPModel(nn.Module):
 
         image_loss = F.cross_entropy(self.global_logits(features, text_features), labels)
         local_loss = global_features.new_zeros(())
+        if has_mask is not None:
+            keep = torch.as_tensor(has_mask, device=global_features.device).reshape(-1).bool()
+            if not bool(keep.any()):
+                return {"loss": image_loss, "image_loss": image_loss, "local_loss": local_loss}
+            features = {name: value[keep] for name, value in features.items()}
+            masks = masks[keep]
         for maps in self.patch_probabilities(features, text_features, tuple(masks.shape[-2:])).values():
             local_loss = local_loss + focal_loss(maps, masks, gamma=self.focal_gamma)
             local_loss = local_loss + dice_loss(maps[:, 1], masks) + dice_loss(maps[:, 0], 1 - masks)

@@ -1,0 +1,173 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The labelled-auxiliary-data recipe (AnomalyCLIP, SimCLIP): learn once on another dataset, detect zero-shot anywhere.
+
+The model trains on anomalous images **with masks** of an auxiliary dataset
+(:class:`~anomalib_clipad.data.auxiliary.AuxiliaryData`, e.g. VisA's test split when the target is MVTec AD), then
+scores any category of any dataset with no further training. The model owns an :class:`AuxiliaryDataRecipe` (a
+Lightning ``Callback`` with explicit arguments) and delegates its ``trainer_arguments``, ``configure_optimizers`` and
+``training_step`` to it:
+
+* **Fixed epochs, last state.** ``max_epochs = epochs``, no sanity validation, no model selection. Several devices
+  work (``--trainer.devices N --trainer.strategy ddp``): Lightning shards the batches and averages the gradients.
+* **Adam** on the learnable parameters (AnomalyCLIP: lr 1e-3, betas (0.5, 0.999)).
+* **The frozen image tower runs once per training image over the whole run**: nothing learnable touches it, so its
+  outputs are cached by image path in a bounded :class:`~anomalib_clipad.training.feature_cache.FeatureCache`
+  (memory, then disk, then recompute, saying so); later epochs run only the learnable side.
+* **Leakage guard.** The training image paths are kept (and stored in checkpoints); testing on a datamodule whose
+  test or validation images are among them is refused (:func:`~anomalib_clipad.data.auxiliary.check_no_overlap`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from .feature_cache import FeatureCache
+from .loss_logging import log_losses
+
+logger = logging.getLogger(__name__)
+
+TRAINING_PATHS_KEY = "auxiliary_training_paths"
+"""Checkpoint key of the auxiliary training images (for the leakage guard on the target)."""
+
+
+class AuxiliaryDataRecipe(Callback):
+    """Train learnable prompts (and adapters) on labelled auxiliary images with masks, features cached.
+
+    Args:
+        model_name: the model, for messages.
+        epochs: training epochs (the last state is used).
+        lr: Adam learning rate.
+        betas: Adam betas.
+        refresh: recomputes the model's inference state (text features) from its current parameters.
+        cache_max_bytes: memory budget of the feature cache (``None``: a quarter of the available memory, at most
+            16 GiB); past it, features go to disk (``cache_dir``), then are recomputed.
+        cache_dir: folder for cache entries that do not fit in memory (``None``: a temporary folder).
+
+    Raises:
+        ValueError: ``epochs`` below 1 or a negative learning rate.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        epochs: int,
+        lr: float,
+        betas: tuple[float, float],
+        refresh: Callable[[], None],
+        cache_max_bytes: int | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        if epochs < 1:
+            msg = f"epochs must be at least 1, got {epochs}."
+            raise ValueError(msg)
+        if lr < 0:
+            msg = f"The learning rate must not be negative, got {lr}."
+            raise ValueError(msg)
+        self.model_name = model_name
+        self.epochs, self.lr, self.betas = int(epochs), float(lr), (float(betas[0]), float(betas[1]))
+        self.refresh = refresh
+        self.cache = FeatureCache(cache_max_bytes, cache_dir)
+        self.training_paths: set[str] = set()
+        self.stale = False
+
+    # ------------------------------------------------------------------------------------------- the model's hooks
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Fixed epoch count and no sanity validation (devices and strategy are the user's)."""
+        return {"max_epochs": self.epochs, "num_sanity_val_steps": 0}
+
+    def configure_optimizers(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """Adam on the learnable parameters."""
+        return torch.optim.Adam(list(parameters), lr=self.lr, betas=self.betas)
+
+    def training_step(
+        self,
+        pl_module: LightningModule,
+        batch: Any,
+        encode: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        losses: Callable[[dict[str, torch.Tensor], Any], dict[str, torch.Tensor]],
+    ) -> torch.Tensor:
+        """One step: cached frozen features of the batch, then the model's losses on them; logs every term.
+
+        Args:
+            pl_module: the model (for logging).
+            batch: an anomalib batch of labelled images (``gt_label``, ``gt_mask``; AuxiliaryData adds ``category``
+                and ``has_mask``).
+            encode: the frozen image side (run once per training image over the whole run).
+            losses: the losses of the features and the batch, with a ``"loss"`` entry.
+
+        Returns:
+            The loss.
+        """
+        paths = [str(path) for path in batch.image_path]
+        self.training_paths.update(paths)
+
+        def encode_without_grad(images: torch.Tensor) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                return encode(images)
+
+        features = self.cache.get_or_compute(paths, batch.image, encode_without_grad)
+        terms = losses(features, batch)
+        log_losses(pl_module, terms, len(paths))
+        self.stale = True
+        return terms["loss"]
+
+    # ------------------------------------------------------------------------------------------- Lightning callback
+    def refresh_if_stale(self) -> None:
+        """Run ``refresh`` if a training step changed the parameters since the last refresh."""
+        if self.stale:
+            self.refresh()
+            self.stale = False
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refresh after the last epoch, so that the checkpoint written then holds the final state."""
+        del pl_module
+        if trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
+            self.refresh_if_stale()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refresh (also when stopped early), free the feature cache, and say how often the encoder ran."""
+        del trainer, pl_module
+        self.refresh_if_stale()
+        logger.info(
+            "%s: the frozen image tower encoded %d training images in %d calls over the run (cache: %s).",
+            self.model_name,
+            self.cache.computed_images,
+            self.cache.compute_calls,
+            self.cache.stats,
+        )
+        self.cache.clear()
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        del trainer, pl_module
+        self.refresh_if_stale()
+
+    on_predict_start = on_validation_start
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refuse a target whose test or validation images were training images; keep the state current."""
+        del pl_module
+        self.refresh_if_stale()
+        datamodule = getattr(trainer, "datamodule", None)
+        if self.training_paths and datamodule is not None and getattr(datamodule, "test_data", None) is not None:
+            from anomalib_clipad.data.auxiliary import check_no_overlap
+
+            check_no_overlap(sorted(self.training_paths), datamodule, train_name=f"{self.model_name}'s training data")
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Keep the saved state current and record the training image paths."""
+        del trainer, pl_module
+        self.refresh_if_stale()
+        checkpoint[TRAINING_PATHS_KEY] = sorted(self.training_paths)
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the training image paths of a checkpoint (the model calls this from ``on_load_checkpoint``)."""
+        self.training_paths = set(checkpoint.get(TRAINING_PATHS_KEY, []))
