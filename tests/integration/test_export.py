@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""ONNX and OpenVINO export of WinCLIPPlus, PromptAD and DevPrompt: the exported graphs give the torch model's numbers.
+"""ONNX and OpenVINO export of every model: the exported graphs give the torch model's numbers.
 
 Each model is calibrated (and, for PromptAD/DevPrompt, trained one epoch) by anomalib's Engine on the tiny random-init
 backbone, exported with anomalib's ``ExportMixin.to_openvino`` (the code ``anomalib export`` runs: it exports the whole
@@ -37,8 +37,10 @@ from anomalib.deploy import OpenVINOInferencer
 from anomalib.engine import Engine
 from anomalib.models import AnomalibModule
 
-from anomalib_clipad import DevPrompt, PromptAD, WinCLIPPlus
-from anomalib_clipad.clip import TINY_BACKBONE
+from anomalib_clipad import AnomalyCLIP, DevPrompt, PromptAD, WinCLIPPlus
+from anomalib_clipad.clip import TINY_BACKBONE, TINY_BACKBONE_24
+from anomalib_clipad.data import AuxiliaryData
+from anomalib_clipad.data.synthetic import generate_synthetic_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = {"backbone": TINY_BACKBONE, "pretrained": None, "image_size": 64}
@@ -75,13 +77,15 @@ def _run(compiled: ov.CompiledModel, images: torch.Tensor) -> dict[str, np.ndarr
     return {output.get_any_name(): result[output] for output in compiled.outputs}
 
 
-def _assert_matches(outputs: dict[str, np.ndarray], model: AnomalibModule, images: torch.Tensor) -> None:
+def _assert_matches(
+    outputs: dict[str, np.ndarray], model: AnomalibModule, images: torch.Tensor, size: int = 64
+) -> None:
     with torch.no_grad():
         expected: InferenceBatch = model(images)
     assert set(outputs) == set(OUTPUTS)
     batch = images.shape[0]
     assert outputs["pred_score"].shape == (batch,)
-    assert outputs["anomaly_map"].shape == (batch, 64, 64)  # at the pre-processed size
+    assert outputs["anomaly_map"].shape == (batch, size, size)  # at the pre-processed size
     assert expected.anomaly_map.std() > 1e-3  # not a constant map: the comparison has teeth
     for name in ("pred_score", "anomaly_map"):
         np.testing.assert_allclose(outputs[name], getattr(expected, name).numpy(), rtol=0, atol=TOLERANCE, err_msg=name)
@@ -95,7 +99,9 @@ def _assert_matches(outputs: dict[str, np.ndarray], model: AnomalibModule, image
         np.testing.assert_array_equal(outputs[name][decided], getattr(expected, name).numpy()[decided], err_msg=name)
 
 
-def _export_and_check(model: AnomalibModule, images: tuple[torch.Tensor, torch.Tensor], export_root: Path) -> Path:
+def _export_and_check(
+    model: AnomalibModule, images: tuple[torch.Tensor, torch.Tensor], export_root: Path, size: int = 64
+) -> Path:
     """``to_openvino`` (which exports ONNX first, into a temporary folder we keep a copy of); compare both files."""
     kept = export_root / "onnx"
     to_onnx = model.to_onnx
@@ -117,7 +123,7 @@ def _export_and_check(model: AnomalibModule, images: tuple[torch.Tensor, torch.T
     for path in (onnx_path, ir_path):
         compiled = _compile(path)
         for batch in images:
-            _assert_matches(_run(compiled, batch), model, batch)
+            _assert_matches(_run(compiled, batch), model, batch, size)
     return ir_path
 
 
@@ -170,3 +176,22 @@ def test_devprompt_cli_openvino_export(synthetic_root: Path, synthetic_category:
     compiled = _compile(ir_path)
     for batch in images:
         _assert_matches(_run(compiled, batch), model, batch)
+
+
+def test_anomalyclip_onnx_and_openvino(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
+    """Trained on the labelled split of another category, calibrated on a held-out half of the target, exported.
+
+    The learned prompts are in the graph as their text features (a buffer); DPAM and the forward-pass bilinear
+    position-embedding interpolation (24 -> 4 patches a side here) are traced.
+    """
+    model = AnomalyCLIP(backbone=TINY_BACKBONE_24, pretrained=None, image_size=56, epochs=1, dpam_start_layer=6)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", logger=False, enable_progress_bar=False)
+    auxiliary_root = tmp_path / "auxiliary"
+    generate_synthetic_dataset(auxiliary_root, category="other", n_train=1, n_test_good=2, n_test_defect=1, seed=5)
+    auxiliary = AuxiliaryData(dataset="MVTecAD", root=auxiliary_root, num_workers=0, train_batch_size=8)
+    engine.fit(model, datamodule=auxiliary)
+    target = MVTecAD(root=synthetic_root, category=synthetic_category, num_workers=0, eval_batch_size=8)
+    target.val_split_mode, target.val_split_ratio = "from_test", 0.5
+    engine.test(model.eval(), datamodule=target)
+    assert not torch.isnan(model.post_processor.image_threshold)
+    _export_and_check(model.eval(), _inputs(synthetic_root, synthetic_category), tmp_path / "export", size=56)

@@ -1,0 +1,97 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""Two-process DDP on CPU (gloo): training on auxiliary data scales out, and both processes end equal.
+
+``--trainer.accelerator gpu --trainer.devices N --trainer.strategy ddp`` is how users scale AnomalyCLIP's training;
+Lightning's DDP launcher re-runs the script once per extra process, shards the batches (DistributedSampler) and
+averages the gradients, so every process must end with the same learned prompts. The script runs in a subprocess
+(the launcher re-executes ``sys.argv``, which must be a script, not pytest).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import torch
+    from anomalib.engine import Engine
+
+    from anomalib_clipad import AnomalyCLIP
+    from anomalib_clipad.clip import TINY_BACKBONE_24
+    from anomalib_clipad.data import AuxiliaryData
+    from anomalib_clipad.data.synthetic import generate_synthetic_dataset
+
+    work = Path(sys.argv[1])
+    root = work / "data"
+    if not (root / "alpha").exists():  # the first process makes the data before the launcher starts the second
+        generate_synthetic_dataset(root, category="alpha", n_train=1, n_test_good=1, n_test_defect=1, seed=0)
+    torch.manual_seed(0)  # the same random CLIP in both processes (the checkpoint would hold it otherwise)
+    model = AnomalyCLIP(backbone=TINY_BACKBONE_24, pretrained=None, image_size=56, epochs=2, seed=3)
+    datamodule = AuxiliaryData(dataset="MVTecAD", root=root, num_workers=0, train_batch_size=2, seed=0)
+    engine = Engine(
+        default_root_dir=work / "results", accelerator="cpu", devices=2, strategy="ddp", logger=False,
+        enable_progress_bar=False,
+    )
+    engine.fit(model, datamodule=datamodule)
+    rank = engine.trainer.global_rank
+    state = {name: tensor.clone() for name, tensor in model.model.learnable_state_dict().items()}
+    state["world_size"] = torch.tensor(engine.trainer.world_size)
+    state["steps"] = torch.tensor(engine.trainer.global_step)
+    state["images_encoded"] = torch.tensor(model.recipe.cache.computed_images)
+    torch.save(state, work / f"rank{rank}.pt")
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_ddp_ends_with_equal_parameters(tmp_path: Path) -> None:
+    script = tmp_path / "train_ddp.py"
+    script.write_text(SCRIPT)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert int(ranks[0]["world_size"]) == 2
+    # 4 labelled images (1 good, 3 defects), batch 2 per process: one step per epoch in each process
+    assert int(ranks[0]["steps"]) == int(ranks[1]["steps"]) == 2
+    # each process encodes its shard (2 images an epoch, reshuffled every epoch), never an image twice
+    for state in ranks:
+        assert 2 <= int(state["images_encoded"]) <= 4
+    names = [name for name in ranks[0] if name not in {"world_size", "steps", "images_encoded"}]
+    assert names
+    for name in names:
+        torch.testing.assert_close(ranks[0][name], ranks[1][name], rtol=0, atol=0, msg=name)
