@@ -63,6 +63,9 @@ class TargetCalibration(Callback):
         post_processor = getattr(pl_module, "post_processor", None)
         if post_processor is None or not getattr(post_processor, "enable_thresholding", False):
             return
+        test_data = getattr(getattr(trainer, "datamodule", None), "test_data", None)
+        if test_data is not None and len(test_data) == 0:
+            return  # nothing is scored (e.g. `anomalib train` on AuxiliaryData tests on its empty test split)
         loader = held_out_validation_loader(trainer)
         if loader is None:
             self._set_thresholds(post_processor, PROBABILITY_THRESHOLD)
