@@ -22,7 +22,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AnomalyCLIP", "DevPrompt", "PromptAD", "WinCLIPPlus"]
+__all__ = ["AnomalyCLIP", "DevPrompt", "PromptAD", "SimCLIP", "WinCLIPPlus"]
 
 _LAZY = {"ModelNameCollisionError": "anomalib_clipad.registration"}
 

@@ -14,10 +14,11 @@ from anomalib_clipad.registration import register_in_anomalib
 from .anomalyclip import AnomalyCLIP
 from .devprompt import DevPrompt
 from .promptad import PromptAD
+from .simclip import SimCLIP
 from .winclip_plus import WinCLIPPlus
 
-__all__ = ["AnomalyCLIP", "DevPrompt", "PromptAD", "WinCLIPPlus"]
+__all__ = ["AnomalyCLIP", "DevPrompt", "PromptAD", "SimCLIP", "WinCLIPPlus"]
 
-register_in_anomalib([AnomalyCLIP, DevPrompt, PromptAD, WinCLIPPlus])
-for _cls in (AnomalyCLIP, DevPrompt, PromptAD, WinCLIPPlus):
+register_in_anomalib([AnomalyCLIP, DevPrompt, PromptAD, SimCLIP, WinCLIPPlus])
+for _cls in (AnomalyCLIP, DevPrompt, PromptAD, SimCLIP, WinCLIPPlus):
     setattr(sys.modules["anomalib_clipad"], _cls.__name__, _cls)

@@ -107,7 +107,7 @@ def plain_text(model: SimCLIPModel, class_name: str) -> dict[str, torch.Tensor]:
     fusion_weight, fusion_bias = ipt.fusion.weight[0], ipt.fusion.bias[0]
     refined = fusion_weight[0] * pooled + fusion_weight[1] * task_prompt + fusion_bias  # FFN([T^T W, P])
     return {
-        "class": F.normalize(eot @ text.text_projection, dim=-1),
+        "image": F.normalize(eot @ text.text_projection, dim=-1),
         "layer": F.normalize((eot + refined) @ text.text_projection, dim=-1),
     }
 
@@ -142,7 +142,7 @@ def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 def plain_zero_shot(model: SimCLIPModel, images: torch.Tensor) -> dict[str, torch.Tensor]:
     class_token, patches = plain_vision(model.vision, images)
     text = plain_text(model, CLASS_NAME)
-    image_score = anomalous_probability(class_token, text["class"], SCALE)
+    image_score = anomalous_probability(class_token, text["image"], SCALE)
     layer_maps = {}
     for layer in LAYERS:
         logits = F.interpolate(
@@ -220,7 +220,7 @@ def plain_losses(
     class_token, patches = plain_vision(model.vision, images)
     texts = [plain_text(model, name) for name in class_names]
     logits = torch.stack(
-        [SCALE * F.normalize(token, dim=-1) @ text["class"].T for token, text in zip(class_token, texts, strict=True)]
+        [SCALE * F.normalize(token, dim=-1) @ text["image"].T for token, text in zip(class_token, texts, strict=True)]
     )
     ce = -(logits.log_softmax(dim=-1)[torch.arange(len(labels)), labels]).mean()
     keep = torch.tensor(has_mask)
@@ -260,7 +260,9 @@ def test_prompts_are_the_class_aware_binary_prompts() -> None:
 
 
 def test_build_records_activation_and_freezes_clip_except_projections(zero_shot) -> None:
-    assert zero_shot.clip_hparams["quick_gelu"] is True
+    # default: the weights' own activation (QuickGELU for ViT-L-14-336 / openai; the tiny random backbone: GELU)
+    assert zero_shot.clip_hparams["quick_gelu"] is False
+    assert make_model(quick_gelu=True).clip_hparams["quick_gelu"] is True
     model = make_model(quick_gelu=False, train_projections=False)
     assert model.clip_hparams["quick_gelu"] is False
     assert not any(
@@ -274,10 +276,10 @@ def test_build_records_activation_and_freezes_clip_except_projections(zero_shot)
 def test_text_features_follow_eq_3_to_5(zero_shot: SimCLIPModel) -> None:
     expected = plain_text(zero_shot, CLASS_NAME)
     features = zero_shot.prompt_features()
-    for head in ("class", "layer"):
+    for head in ("image", "layer"):
         torch.testing.assert_close(features[head], expected[head], atol=ATOL, rtol=0)
         torch.testing.assert_close(zero_shot.text_prototypes[head].features, expected[head], atol=ATOL, rtol=0)
-    assert not torch.allclose(features["class"], features["layer"])
+    assert not torch.allclose(features["image"], features["layer"])
     assert zero_shot.ipt.token_weighting.in_features == 77
     assert zero_shot.ipt.prompt_seed.shape == (1, 8)
     assert zero_shot.ipt.prompt_mlp[0].out_features == 256
@@ -311,7 +313,7 @@ def test_default_logit_scale_is_100_and_scores_are_probabilities(zero_shot, imag
     with torch.no_grad():
         output = make_scores(model, images)
     cosine = F.normalize(model.image_embedding(model.encode_images(images)["class_token"]), dim=-1)
-    logits = 100 * cosine @ model.text_prototypes["class"].features.T
+    logits = 100 * cosine @ model.text_prototypes["image"].features.T
     torch.testing.assert_close(output["pred_score"], logits.softmax(dim=-1)[:, 1])
     assert inspect.signature(SimCLIPModel).parameters["logit_scale"].default == 100.0
     for value in (output["pred_score"], output["anomaly_map"]):

@@ -17,7 +17,8 @@ Notation of the paper: ``L`` the feature layers (hierarchies), ``F_l`` the raw p
   ``T_last,j^T W``; the task prompt ``P = MLP(P_s)`` comes from a small learnable ``P_s`` (8 values,
   ``8 -> 256 -> GELU -> width``); the FFN fuses ``[T_last,j^T W, P]`` (a ``2 -> 1`` linear map per channel). As in the
   reference code the result is added to the end-of-text feature before the text projection: the "layer" text
-  embedding, used for the maps. The "class" text embedding, used for the image score, is CLIP's plain end-of-text
+  embedding, used for the maps. The "class" text embedding (the key ``"image"`` here: ``class`` is a Python keyword, which torch.export's code
+  generation cannot take as a module name), used for the image score, is CLIP's plain end-of-text
   feature through the text projection (the reference's choice; the paper says the image score uses the refined
   prompt: ``refined_image_prompt=True``). Each prompt embedding is L2-normalised, averaged over the prompts of a state
   (one template here) and re-normalised.
@@ -78,7 +79,7 @@ REFERENCE_MAP_SIZE = 518
 NORMAL_PROMPTS = ("a photo of a {} without defect.",)
 ANOMALOUS_PROMPTS = ("a photo of a {} with defect.",)
 IMAGE_SCORE_MAPS = ("final", "unrevised")
-TEXT_HEADS = ("class", "layer")
+TEXT_HEADS = ("image", "layer")
 LEARNABLE_PREFIXES = ("adapters.", "ipt.", "vision.proj", "text.text_projection")
 
 
@@ -191,9 +192,10 @@ class SimCLIPModel(nn.Module):
         image_size: square input size (518); position embeddings are resized once at load (bicubic, antialiased),
             as the reference does.
         feature_layers: image-tower blocks (1-indexed) read by the adapters and the memory gallery (6, 12, 18, 24).
-        quick_gelu: QuickGELU activations (``True``, default: the OpenAI CLIP the paper names was trained so) or GELU
+        quick_gelu: QuickGELU activations (``True``: the OpenAI CLIP the paper names was trained so) or GELU
             (``False``: what the reference code actually runs on the OpenAI weights at 518 px, and what its published
-            adapters and projections were trained with; use it to evaluate those weights).
+            adapters and projections were trained with; use it to evaluate those weights). ``None`` (default): the
+            weights' own, QuickGELU for ``ViT-L-14-336`` / ``openai``.
         k_shot: number of normal reference images; 0 is zero-shot SimCLIP, ``k >= 1`` SimCLIP+ (needs
             :meth:`build_memory` before inference).
         prompt_size: size of IPT's ``P_s`` (8).
@@ -222,7 +224,7 @@ class SimCLIPModel(nn.Module):
         pretrained: str | os.PathLike | None = PRETRAINED,
         image_size: int = IMAGE_SIZE,
         feature_layers: Sequence[int] = FEATURE_LAYERS,
-        quick_gelu: bool = True,
+        quick_gelu: bool | None = None,
         k_shot: int = 0,
         prompt_size: int = 8,
         prompt_hidden_size: int = 256,
@@ -338,7 +340,7 @@ class SimCLIPModel(nn.Module):
             class_name: the class of the prompts (default: the one of :meth:`set_class_name`).
 
         Returns:
-            ``{"class": (2, D), "layer": (2, D)}``, L2-normalised: "class" from the plain end-of-text features (image
+            ``{"image": (2, D), "layer": (2, D)}``, L2-normalised: "image" (the paper's class embedding) from the plain end-of-text features (image
             score), "layer" from the IPT-refined ones (maps).
 
         Raises:
@@ -350,13 +352,13 @@ class SimCLIPModel(nn.Module):
         hidden, end_of_text, n_normal = self.prompt_states(class_name)
         plain = hidden[torch.arange(hidden.shape[0], device=hidden.device), end_of_text]
         embeddings = {
-            "class": self.text.project(plain),
+            "image": self.text.project(plain),
             "layer": self.text.project(self.ipt(hidden, end_of_text)),
         }
         return {head: _state_prototypes(features, n_normal) for head, features in embeddings.items()}
 
     def batch_prompt_features(self, class_names: str | Sequence[str]) -> dict[str, torch.Tensor]:
-        """Per-image text prototypes ``{"class": (B, 2, D), "layer": (B, 2, D)}`` for class-aware training batches.
+        """Per-image text prototypes ``{"image": (B, 2, D), "layer": (B, 2, D)}`` for class-aware training batches.
 
         Each distinct class is encoded once.
         """
@@ -381,7 +383,7 @@ class SimCLIPModel(nn.Module):
             self.text_prototypes[head].set(features[head])
 
     def _image_prototypes(self, text: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return text["layer"] if self.refined_image_prompt else text["class"]
+        return text["layer"] if self.refined_image_prompt else text["image"]
 
     def similarity_logits(self, features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """``logit_scale * sim(features, [t_n, t_a])``.
@@ -556,7 +558,7 @@ class SimCLIPModel(nn.Module):
             class_names: the class of each image (one name for all); ``None``: the class of :meth:`set_class_name`.
             has_mask: ``(B,)`` bool, whether an image's mask is ground truth; images without one train the image
                 loss only (``None``: all have one).
-            text: text prototypes with gradients, ``{"class", "layer"}`` of shape ``(2, D)`` or ``(B, 2, D)``
+            text: text prototypes with gradients, ``{"image", "layer"}`` of shape ``(2, D)`` or ``(B, 2, D)``
                 (computed here from ``class_names`` if ``None``).
 
         Returns:
