@@ -17,8 +17,8 @@ Notation of the paper: ``L`` the feature layers (hierarchies), ``F_l`` the raw p
   ``T_last,j^T W``; the task prompt ``P = MLP(P_s)`` comes from a small learnable ``P_s`` (8 values,
   ``8 -> 256 -> GELU -> width``); the FFN fuses ``[T_last,j^T W, P]`` (a ``2 -> 1`` linear map per channel). As in the
   reference code the result is added to the end-of-text feature before the text projection: the "layer" text
-  embedding, used for the maps. The "class" text embedding (the key ``"image"`` here: ``class`` is a Python keyword, which torch.export's code
-  generation cannot take as a module name), used for the image score, is CLIP's plain end-of-text
+  embedding, used for the maps. The "class" text embedding (key ``"image"`` here: torch.export's code generation
+  cannot take the Python keyword ``class`` as a module name), used for the image score, is CLIP's plain end-of-text
   feature through the text projection (the reference's choice; the paper says the image score uses the refined
   prompt: ``refined_image_prompt=True``). Each prompt embedding is L2-normalised, averaged over the prompts of a state
   (one template here) and re-normalised.
@@ -340,8 +340,8 @@ class SimCLIPModel(nn.Module):
             class_name: the class of the prompts (default: the one of :meth:`set_class_name`).
 
         Returns:
-            ``{"image": (2, D), "layer": (2, D)}``, L2-normalised: "image" (the paper's class embedding) from the plain end-of-text features (image
-            score), "layer" from the IPT-refined ones (maps).
+            ``{"image": (2, D), "layer": (2, D)}``, L2-normalised: "image" (the paper's class embedding) from the plain
+            end-of-text features (image score), "layer" from the IPT-refined ones (maps).
 
         Raises:
             ModelNotReadyError: no class name given or set.
