@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from .readiness import resize_buffers_to_state_dict
+from .readiness import as_state_tensor, resize_buffers_to_state_dict
 
 
 def build_memory(features: torch.Tensor) -> torch.Tensor:
@@ -118,10 +118,9 @@ class ReferenceMemory(nn.Module):
         if memory.shape[1] != self.dim:
             msg = f"Reference features have dimension {memory.shape[1]}, the memory {self.dim}."
             raise ValueError(msg)
-        device = self.features.device
-        self.features = memory.to(device=device, dtype=self.features.dtype)
+        self.features = as_state_tensor(memory, self.features)
         if self.raw is not None:
-            self.raw = features.reshape(-1, features.shape[-1]).to(device=device, dtype=self.raw.dtype)
+            self.raw = as_state_tensor(features.reshape(-1, features.shape[-1]), self.raw)
 
     def clear(self) -> None:
         """Empty the memory (zero-shot)."""

@@ -58,3 +58,13 @@ def resize_buffers_to_state_dict(module: nn.Module, state_dict: Mapping, prefix:
             )
             raise ValueError(msg)
         module._buffers[name] = torch.empty(stored.shape, dtype=current.dtype, device=current.device)
+
+
+def as_state_tensor(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor`` to store in a buffer: detached, on ``like``'s device and dtype, never an inference tensor.
+
+    State filled while Lightning tests or predicts (under ``torch.inference_mode``) would otherwise be an inference
+    tensor, which autograd-tracked code (training later, ``torch.export`` of the model) refuses to use.
+    """
+    with torch.inference_mode(False):
+        return tensor.detach().to(device=like.device, dtype=like.dtype).clone()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from .readiness import resize_buffers_to_state_dict
+from .readiness import as_state_tensor, resize_buffers_to_state_dict
 
 
 class TextPrototypes(nn.Module):
@@ -49,8 +49,7 @@ class TextPrototypes(nn.Module):
             dim = self.features.shape[1]
             msg = f"Expected {self.n_prompts} text features of dimension {dim}, got {tuple(features.shape)}."
             raise ValueError(msg)
-        normalised = F.normalize(features.detach(), dim=-1)
-        self.features = normalised.to(device=self.features.device, dtype=self.features.dtype)
+        self.features = as_state_tensor(F.normalize(features.detach(), dim=-1), self.features)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         resize_buffers_to_state_dict(self, state_dict, prefix, ("features",))

@@ -195,3 +195,18 @@ def test_anomalyclip_onnx_and_openvino(synthetic_root: Path, synthetic_category:
     engine.test(model.eval(), datamodule=target)
     assert not torch.isnan(model.post_processor.image_threshold)
     _export_and_check(model.eval(), _inputs(synthetic_root, synthetic_category), tmp_path / "export", size=56)
+
+
+def test_simclip_plus_onnx_and_openvino(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
+    """SimCLIP+ (1 shot of the target): adapters, IPT text features and the memory gallery are in the graph."""
+    from anomalib_clipad import SimCLIP
+
+    model = SimCLIP(backbone=TINY_BACKBONE_24, pretrained=None, image_size=56, epochs=1, k_shot=1)
+    engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", logger=False, enable_progress_bar=False)
+    auxiliary_root = tmp_path / "auxiliary"
+    generate_synthetic_dataset(auxiliary_root, category="other", n_train=1, n_test_good=2, n_test_defect=1, seed=5)
+    engine.fit(model, datamodule=AuxiliaryData(dataset="MVTecAD", root=auxiliary_root, num_workers=0))
+    target = MVTecAD(root=synthetic_root, category=synthetic_category, num_workers=0, eval_batch_size=8)
+    target.val_split_mode, target.val_split_ratio = "from_test", 0.5
+    engine.test(model.eval(), datamodule=target)
+    _export_and_check(model.eval(), _inputs(synthetic_root, synthetic_category), tmp_path / "export", size=56)

@@ -654,6 +654,7 @@ class SimCLIPModel(nn.Module):
         output["pred_score"] = (image_score + image_map.flatten(1).amax(dim=1)) / 2
         return output
 
+    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> InferenceBatch:
         """Score a batch: ``pred_score (B,)`` and ``anomaly_map (B, H, W)`` at the input size, both in ``[0, 1]``.
 
