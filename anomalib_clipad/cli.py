@@ -7,6 +7,8 @@
   WinCLIP+ on it through anomalib's ``Engine`` (metrics printed, anomalib's visualisations written).
 * ``anomalib-clipad benchmark --config cfg.yaml``: anomalib's benchmark pipeline with its zero-/few-shot and class-path
   bugs fixed (:mod:`anomalib_clipad.benchmarks.pipeline`).
+* ``anomalib-clipad results --csv runs/benchmark/<timestamp>/results.csv``: the results page of a benchmark run (ours
+  beside the papers' numbers, markdown and a PNG heat map; :mod:`anomalib_clipad.benchmarks.results_page`).
 * ``anomalib-clipad generate-data``: write the synthetic dataset only (e.g. for ``configs/data/synthetic_folder.yaml``).
 
 Training and testing of every model go through anomalib's CLI: ``anomalib test --model WinCLIPPlus ...``.
@@ -34,7 +36,7 @@ _METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="anomalib-clipad",
-        description="CLIP-based anomaly detection models for anomalib: demo, benchmark, synthetic data.",
+        description="CLIP-based anomaly detection models for anomalib: demo, benchmark, results page, synthetic data.",
         epilog="Models are trained/tested with anomalib's own CLI, e.g. `anomalib test --model WinCLIPPlus ...`.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +72,22 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     benchmark.add_argument("--config", type=Path, required=True, help="benchmark YAML file")
+
+    results = subparsers.add_parser(
+        "results",
+        help="results page of a benchmark run: markdown tables (ours beside the papers') and a PNG heat map",
+        description=(
+            "Write <out>/<name>.md (a table per model and dataset: our metrics beside the numbers in the benchmark "
+            "configuration's `published` section, with the difference) and <out>/<name>.png (heat map of our means) "
+            "from the results.csv of `anomalib-clipad benchmark`."
+        ),
+    )
+    results.add_argument("--csv", type=Path, required=True, help="results.csv of `anomalib-clipad benchmark`")
+    results.add_argument(
+        "--config", type=Path, default=None, help="benchmark YAML with `published` (default: the copy beside the CSV)"
+    )
+    results.add_argument("--out", type=Path, default=Path("docs/results"), help="output folder (default docs/results)")
+    results.add_argument("--name", default=None, help="file name stem (default: the configuration's)")
 
     generate = subparsers.add_parser("generate-data", help="write the synthetic MVTec-layout dataset only")
     generate.add_argument("--root", type=Path, default=Path("datasets/clipad_synthetic"))
@@ -204,6 +222,26 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def run_results_command(args: argparse.Namespace) -> int:
+    """Run ``anomalib-clipad results``.
+
+    Args:
+        args: Parsed command-line arguments.
+
+    Returns:
+        Exit code: 0 when the page was written, 2 for a missing or malformed input.
+    """
+    from anomalib_clipad.benchmarks.results_page import write_results_page
+
+    try:
+        markdown, image = write_results_page(args.csv, args.config, args.out, args.name)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Wrote {markdown} and {image}")
+    return 0
+
+
 def run_generate(args: argparse.Namespace) -> int:
     """Run ``anomalib-clipad generate-data``.
 
@@ -242,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args)
     if args.command == "benchmark":
         return run_benchmark_command(args)
+    if args.command == "results":
+        return run_results_command(args)
     return run_generate(args)
 
 
