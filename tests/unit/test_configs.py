@@ -21,7 +21,7 @@ def _normalise(value: object) -> object:
     return list(value) if isinstance(value, list | tuple) else value
 
 
-@pytest.mark.parametrize("name", ["winclip_plus", "promptad", "devprompt"])
+@pytest.mark.parametrize("name", ["winclip_plus", "promptad", "devprompt", "simclip", "anomalyclip"])
 def test_model_config_matches_the_class(name: str) -> None:
     config = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["model"]
     module_name, class_name = config["class_path"].rsplit(".", 1)

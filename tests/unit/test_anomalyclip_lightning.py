@@ -1,0 +1,325 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""AnomalyCLIP through anomalib's ``Engine`` in-process: the auxiliary-data protocol and its guarantees.
+
+One fit (tiny random 24-layer backbone at 112 px, 2 epochs) on the labelled test split of category ``alpha``
+(:class:`~anomalib_clipad.data.auxiliary.AuxiliaryData`), then tests on category ``beta``. Checked:
+
+* the reported image and pixel AUROC are those of the raw scores of the target's test images (no normalisation with
+  the training data's statistics);
+* thresholds come from the target's held-out validation split (``from_test``), or are the probability 0.5 with a
+  warning when the target validates on its test split;
+* the leakage guard refuses a target whose test images were training images;
+* the frozen image tower runs once per training image over the two epochs; only the prompts learn;
+* clear errors for an auxiliary set without anomalies and for prompts files of another shape or format;
+* a feature cache without memory (``cache_max_bytes=0``) spills to disk and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from anomalib.metrics import F1AdaptiveThreshold
+from torchmetrics.functional.classification import binary_auroc
+
+from anomalib_clipad import AnomalyCLIP
+from anomalib_clipad.clip import TINY_BACKBONE_24
+from anomalib_clipad.data import AuxiliaryData, DataLeakageError
+from anomalib_clipad.data.synthetic import generate_synthetic_dataset
+from anomalib_clipad.models.anomalyclip import load_prompts, save_prompts
+
+TRAIN_CATEGORY, TARGET_CATEGORY = "alpha", "beta"
+IMAGE_SIZE = 112
+CALIBRATION_LOGGER = "anomalib_clipad.training.calibration"
+CACHE_LOGGER = "anomalib_clipad.training.feature_cache"
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def captured_logs(name: str) -> Iterator[list[str]]:
+    """Messages of logger ``name`` (INFO and above) while the block runs (usable in module-scoped fixtures)."""
+    logger, handler = logging.getLogger(name), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def tiny_model(**kwargs: Any) -> AnomalyCLIP:
+    """AnomalyCLIP on the tiny random backbone at 112 px, 2 epochs (the CLIP is drawn from torch's seed 0)."""
+    torch.manual_seed(0)
+    return AnomalyCLIP(backbone=TINY_BACKBONE_24, pretrained=None, image_size=IMAGE_SIZE, epochs=2, **kwargs)
+
+
+def engine(root: Path) -> Engine:
+    return Engine(default_root_dir=root, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+
+
+def auxiliary(root: Path, **kwargs: Any) -> AuxiliaryData:
+    kwargs.setdefault("categories", [TRAIN_CATEGORY])
+    return AuxiliaryData(dataset="MVTecAD", root=root, num_workers=0, seed=0, **kwargs)
+
+
+def target(root: Path, category: str = TARGET_CATEGORY, **kwargs: Any) -> MVTecAD:
+    return MVTecAD(root=root, category=category, num_workers=0, eval_batch_size=32, seed=0, **kwargs)
+
+
+def raw_outputs(model: AnomalyCLIP, loader: Any) -> dict[str, torch.Tensor]:
+    """The torch model's raw scores and maps on a loader's images, with their labels and masks."""
+    outputs: dict[str, list[torch.Tensor]] = {"pred_score": [], "anomaly_map": [], "gt_label": [], "gt_mask": []}
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            prediction = model.model(model.pre_processor.transform(batch.image))
+            outputs["pred_score"].append(prediction.pred_score)
+            outputs["anomaly_map"].append(prediction.anomaly_map)
+            outputs["gt_label"].append(batch.gt_label)
+            outputs["gt_mask"].append(batch.gt_mask)
+    return {name: torch.cat(values) for name, values in outputs.items()}
+
+
+def adaptive_threshold(scores: torch.Tensor, labels: torch.Tensor, fields: list[str]) -> float:
+    """anomalib's F1-adaptive threshold of ``scores`` against ``labels``."""
+    metric = F1AdaptiveThreshold(fields=fields)
+    metric.update(SimpleNamespace(**dict(zip(fields, (scores, labels), strict=True))))
+    return float(metric.compute())
+
+
+# ----------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic MVTec-layout categories at 64 px: ``alpha`` (auxiliary training data), ``beta`` (target)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    for seed, category in enumerate((TRAIN_CATEGORY, TARGET_CATEGORY)):
+        generate_synthetic_dataset(
+            root, category=category, n_train=2, n_test_good=4, n_test_defect=2, image_size=64, seed=seed
+        )
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The one fit on alpha, with the encoder's calls counted and the torch model's state before and after."""
+    model = tiny_model()
+    torch_model = model.model  # built now, so that its encoder can be wrapped and its state recorded
+    before = {name: value.clone() for name, value in torch_model.state_dict().items()}
+    encoded: list[int] = []
+    encode = torch_model.encode_images
+
+    def counting_encode(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        encoded.append(images.shape[0])
+        return encode(images)
+
+    torch_model.encode_images = counting_encode
+    datamodule = auxiliary(dataset)
+    root = tmp_path_factory.mktemp("fit")
+    fit_engine = engine(root)
+    try:
+        fit_engine.fit(model, datamodule=datamodule)
+    finally:
+        del torch_model.encode_images
+    return {
+        "model": model,
+        "engine": fit_engine,
+        "datamodule": datamodule,
+        "before": before,
+        "encoded": encoded,
+        "root": root,
+    }
+
+
+@pytest.fixture(scope="module")
+def tested(trained: dict[str, Any], dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``Engine.test`` on beta with a held-out calibration half (``from_test``)."""
+    model, datamodule = trained["model"], target(dataset, val_split_mode="from_test")
+    with captured_logs(CALIBRATION_LOGGER) as messages:
+        results = engine(tmp_path_factory.mktemp("test")).test(model, datamodule=datamodule)
+    return {"results": results[0], "datamodule": datamodule, "messages": messages}
+
+
+# -------------------------------------------------------------------------------------------------------- tests
+def test_reported_auroc_is_that_of_the_raw_scores(trained: dict[str, Any], tested: dict[str, Any]) -> None:
+    model, datamodule, results = trained["model"], tested["datamodule"], tested["results"]
+    raw = raw_outputs(model, datamodule.test_dataloader())
+    assert raw["pred_score"].shape[0] == len(datamodule.test_data)
+    assert 0 < int(raw["gt_label"].sum()) < len(raw["gt_label"])  # both classes among the scored images
+    assert raw["pred_score"].unique().numel() > 1  # not a degenerate (constant) score
+    expected_image = float(binary_auroc(raw["pred_score"], raw["gt_label"].int()))
+    assert results["image_AUROC"] == pytest.approx(expected_image, abs=1e-6)
+    assert raw["anomaly_map"].shape == raw["gt_mask"].shape  # both at the model's input size
+    expected_pixel = float(binary_auroc(raw["anomaly_map"].flatten(), raw["gt_mask"].flatten().int()))
+    assert results["pixel_AUROC"] == pytest.approx(expected_pixel, abs=1e-6)
+
+
+def test_thresholds_come_from_the_targets_held_out_split(trained: dict[str, Any], tested: dict[str, Any]) -> None:
+    model, datamodule = trained["model"], tested["datamodule"]
+    validation_paths = set(map(str, datamodule.val_data.samples["image_path"]))
+    test_paths = set(map(str, datamodule.test_data.samples["image_path"]))
+    assert validation_paths
+    assert not validation_paths & test_paths
+    raw = raw_outputs(model, datamodule.val_dataloader())
+    image_threshold = adaptive_threshold(raw["pred_score"], raw["gt_label"], ["pred_score", "gt_label"])
+    pixel_threshold = adaptive_threshold(raw["anomaly_map"], raw["gt_mask"], ["anomaly_map", "gt_mask"])
+    assert float(model.post_processor.image_threshold) == pytest.approx(image_threshold, abs=1e-6)
+    assert float(model.post_processor.pixel_threshold) == pytest.approx(pixel_threshold, abs=1e-6)
+    assert any(
+        f"thresholds calibrated on {len(validation_paths)} held-out validation images of the target" in message
+        for message in tested["messages"]
+    ), tested["messages"]
+
+
+def test_same_as_test_uses_the_probability_threshold_with_a_warning(
+    trained: dict[str, Any], tested: dict[str, Any], dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    del tested  # runs after the calibrated test: the fixed threshold replaces the calibrated one
+    model = trained["model"]
+    datamodule = target(dataset, val_split_mode="same_as_test")
+    with caplog.at_level(logging.WARNING, logger=CALIBRATION_LOGGER):
+        results = engine(tmp_path).test(model, datamodule=datamodule)
+    assert float(model.post_processor.image_threshold) == 0.5
+    assert float(model.post_processor.pixel_threshold) == 0.5
+    warnings = [r.getMessage() for r in caplog.records if r.name == CALIBRATION_LOGGER and r.levelno >= logging.WARNING]
+    assert any("thresholds are not calibrated" in message for message in warnings), caplog.text
+    assert any("--data.val_split_mode from_test" in message for message in warnings), caplog.text
+    raw = raw_outputs(model, datamodule.test_dataloader())  # AUROC is still that of the raw scores
+    assert results[0]["image_AUROC"] == pytest.approx(float(binary_auroc(raw["pred_score"], raw["gt_label"].int())))
+
+
+def test_leakage_guard_refuses_testing_on_training_images(
+    trained: dict[str, Any], dataset: Path, tmp_path: Path
+) -> None:
+    leaking = target(dataset, category=TRAIN_CATEGORY, val_split_mode="from_test")
+    with pytest.raises(DataLeakageError, match="Data leakage") as error:
+        engine(tmp_path).test(trained["model"], datamodule=leaking)
+    assert f"{TRAIN_CATEGORY}/test/" in str(error.value)
+
+
+def test_frozen_encoder_runs_once_per_training_image(trained: dict[str, Any]) -> None:
+    model, n_images = trained["model"], len(trained["datamodule"].train_data)
+    assert trained["engine"].trainer.current_epoch == 2  # both epochs ran
+    assert sum(trained["encoded"]) == n_images  # the wrapped encoder, over the whole fit
+    stats = model.recipe.cache.stats
+    assert stats["computed_images"] == n_images
+    assert stats["misses"] == n_images  # first epoch
+    assert stats["hits"] == n_images  # second epoch: every image from the cache
+    assert stats["compute_calls"] == len(trained["encoded"])
+
+
+def test_only_prompts_change_and_clip_weights_stay_bit_identical(trained: dict[str, Any]) -> None:
+    torch_model, before = trained["model"].model, trained["before"]
+    after = torch_model.state_dict()
+    assert set(after) == set(before)
+    prompts = set(torch_model.learnable_state_dict())
+    assert len(prompts) == 2 + 8  # two contexts, deep prompts of text layers 2-9
+    trainable = {name for name, parameter in torch_model.named_parameters() if parameter.requires_grad}
+    assert trainable == prompts
+    changed = {name for name in after if not torch.equal(after[name], before[name])}
+    # the prompts learnt; the stored text features are recomputed from them; nothing else moved
+    assert prompts <= changed
+    assert changed - prompts <= {name for name in after if name.startswith("text_prototypes.")}
+    clip = {name for name in after if name.startswith(("vision.", "text."))}
+    assert clip
+    assert not clip & changed
+    assert torch_model.is_ready
+    text = torch_model.text_features().detach()
+    torch.testing.assert_close(torch_model.text_prototypes.features, text, rtol=0, atol=1e-6)
+
+
+def test_training_writes_the_prompts_file(trained: dict[str, Any]) -> None:
+    files = sorted(trained["root"].rglob("weights/prompts/prompts.pt"))
+    assert len(files) == 1, files
+    torch_model = trained["model"].model
+    saved = load_prompts(files[0], torch_model.expected_prompt_shapes())
+    for name, value in torch_model.learnable_state_dict().items():
+        torch.testing.assert_close(saved[name], value, rtol=0, atol=0)
+
+
+def test_auxiliary_set_without_anomalies_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
+    normal_only = auxiliary(dataset, split="train")  # train splits hold normal images only
+    with pytest.raises(ValueError, match="holds no anomalous image"):
+        engine(tmp_path).fit(tiny_model(), datamodule=normal_only)
+
+
+def _prompts_of_another_shape(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    prompts = {name: torch.zeros(shape) for name, shape in shapes.items()}
+    prompts["normal_context"] = torch.zeros(8, shapes["normal_context"][1])  # n_ctx 8 instead of 12
+    return prompts
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda path, shapes: save_prompts(_prompts_of_another_shape(shapes), path), r"'normal_context' has shape"),
+        (
+            lambda path, shapes: torch.save({"state_dict": {"weight": torch.zeros(3)}}, path),
+            "neither an anomalib-clipad AnomalyCLIP prompts file nor a reference",
+        ),
+        (
+            lambda path, shapes: torch.save(
+                {"prompt_learner": {"ctx_pos": torch.zeros(1, 1, *shapes["normal_context"])}}, path
+            ),
+            "missing key 'ctx_neg'",
+        ),
+        (lambda path, shapes: path.write_text("not a torch file"), "can be read safely"),
+    ],
+    ids=["other-shape", "other-format", "reference-incomplete", "not-torch"],
+)
+def test_prompts_file_of_another_shape_or_format_is_a_clear_error(
+    trained: dict[str, Any],
+    dataset: Path,
+    tmp_path: Path,
+    write: Callable[[Path, dict[str, tuple[int, ...]]], Any],
+    message: str,
+) -> None:
+    path = tmp_path / "prompts.pt"
+    write(path, trained["model"].model.expected_prompt_shapes())
+    model = tiny_model(prompts=str(path))
+    with pytest.raises(ValueError, match=message):  # raised where the model is built: anomalib test's setup
+        engine(tmp_path / "run").test(model, datamodule=target(dataset, val_split_mode="from_test"))
+
+
+def test_missing_prompts_file_is_refused_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tiny_model(prompts=str(tmp_path / "missing.pt"))
+
+
+def test_cache_without_memory_spills_to_disk_and_says_so(
+    dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = tiny_model(cache_max_bytes=0, cache_dir=str(tmp_path / "cache"))
+    datamodule = auxiliary(dataset)
+    with caplog.at_level(logging.WARNING, logger=CACHE_LOGGER):
+        engine(tmp_path / "run").fit(model, datamodule=datamodule)
+    n_images = len(datamodule.train_data)
+    stats = model.recipe.cache.stats
+    assert stats["computed_images"] == n_images  # still encoded once per image ...
+    assert stats["disk_hits"] == n_images  # ... the second epoch read every entry back from disk
+    assert any(
+        "memory limit of 0 B is reached" in r.getMessage() and "written to" in r.getMessage()
+        for r in caplog.records
+        if r.name == CACHE_LOGGER
+    ), caplog.text
+    assert not any((tmp_path / "cache").iterdir())  # the spill folder is removed when training ends
