@@ -217,6 +217,17 @@ def test_leakage_guard_refuses_testing_on_training_images(
     assert f"{TRAIN_CATEGORY}/test/" in str(error.value)
 
 
+def test_leakage_guard_holds_for_a_model_scoring_from_the_prompts_file_alone(
+    trained: dict[str, Any], dataset: Path, tmp_path: Path
+) -> None:
+    """The prompts file records the training images: no checkpoint is needed for the guard to hold."""
+    prompts_file = sorted(trained["root"].rglob("weights/prompts/prompts.pt"))[0]
+    from_file = tiny_model(prompts=str(prompts_file))
+    leaking = target(dataset, category=TRAIN_CATEGORY, val_split_mode="from_test")
+    with pytest.raises(DataLeakageError, match="Data leakage"):
+        engine(tmp_path).test(from_file, datamodule=leaking)
+
+
 def test_frozen_encoder_runs_once_per_training_image(trained: dict[str, Any]) -> None:
     model, n_images = trained["model"], len(trained["datamodule"].train_data)
     assert trained["engine"].trainer.current_epoch == 2  # both epochs ran

@@ -59,7 +59,7 @@ from anomalib_clipad.models.common import (
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
 from anomalib_clipad.training.calibration import TargetCalibration
 
-from .prompts_file import save_prompts
+from .prompts_file import prompt_training_paths, save_prompts
 from .torch_model import AnomalyCLIPModel
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,7 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         build_torch_model(self, AnomalyCLIPModel)
         if self.hparams.prompts is not None:
             self.model.load_prompts_file(Path(self.hparams.prompts).expanduser())
+            self.recipe.training_paths.update(prompt_training_paths(self.hparams.prompts))  # for the leakage guard
             logger.info("AnomalyCLIP scores with the prompts of %s (no training).", self.hparams.prompts)
 
     @classmethod
@@ -237,7 +238,11 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         trainer = self._trainer
         if trainer is not None and trainer.is_global_zero:
             self.recipe.refresh_if_stale()
-            path = save_prompts(self.model.learnable_state_dict(), Path(trainer.default_root_dir) / PROMPTS_FILE)
+            path = save_prompts(
+                self.model.learnable_state_dict(),
+                Path(trainer.default_root_dir) / PROMPTS_FILE,
+                training_paths=sorted(self.recipe.training_paths),
+            )
             logger.info("AnomalyCLIP: learned prompts written to %s (use them with --model.prompts).", path)
 
     # ---------------------------------------------------------------------------------------------- checkpoints

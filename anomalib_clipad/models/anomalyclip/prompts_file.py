@@ -33,7 +33,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,18 @@ REFERENCE_IGNORED_PREFIXES = (
 _REFERENCE_DEEP = re.compile(r"^compound_prompts_text\.(\d+)$")
 
 
-def save_prompts(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+def save_prompts(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    training_paths: Sequence[str] = (),
+) -> Path:
     """Write a prompts file in our format.
 
     Args:
         state_dict: :meth:`AnomalyCLIPModel.learnable_state_dict` output.
         path: where to write it (parent folders are created).
+        training_paths: the auxiliary training images, so that a model scoring with the file alone still refuses a
+            target made of them (the leakage guard).
 
     Returns:
         The path written.
@@ -64,8 +70,22 @@ def save_prompts(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     prompts = {name: tensor.detach().cpu().float().contiguous() for name, tensor in state_dict.items()}
-    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "prompts": prompts}, path)
+    content = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "prompts": prompts,
+        "training_paths": sorted(training_paths),
+    }
+    torch.save(content, path)
     return path
+
+
+def prompt_training_paths(path: str | os.PathLike) -> list[str]:
+    """The auxiliary training images a prompts file of ours records (none for the reference's files)."""
+    content = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    if isinstance(content, Mapping) and content.get("format") == FORMAT:
+        return [str(item) for item in content.get("training_paths", [])]
+    return []
 
 
 def load_prompts(

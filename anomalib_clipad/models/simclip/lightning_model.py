@@ -98,6 +98,7 @@ def save_learned_weights(
     model: SimCLIPModel,
     path: str | os.PathLike,
     training_classes: Sequence[str] = (),
+    training_paths: Sequence[str] = (),
 ) -> Path:
     """Write a model's learned weights (adapters, IPT, projections) as a small file for ``--model.prompts``.
 
@@ -109,6 +110,8 @@ def save_learned_weights(
         model: the torch model.
         path: where to write it (parent folders are created).
         training_classes: the classes of the training images (recorded for the logs).
+        training_paths: the auxiliary training images, so that a model scoring with the file alone still refuses a
+            target made of them (the leakage guard).
 
     Returns:
         The path written.
@@ -125,6 +128,7 @@ def save_learned_weights(
         "image_size": model.image_size,
         "quick_gelu": bool(model.clip_hparams.get("quick_gelu", True)),
         "training_classes": sorted(training_classes),
+        "training_paths": sorted(training_paths),
     }
     torch.save(content, path)
     return path
@@ -435,6 +439,7 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
         if self.hparams.prompts is not None:
             recorded = load_learned_weights(self.hparams.prompts, self.model)
             self.training_classes.update(recorded.get("training_classes", []))
+            self.recipe.training_paths.update(recorded.get("training_paths", []))  # for the leakage guard
             logger.info("SimCLIP scores with the learned weights of %s (no training).", self.hparams.prompts)
 
     @classmethod
@@ -551,7 +556,9 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
         if trainer is not None and trainer.is_global_zero:
             self.recipe.refresh_if_stale()
             path = Path(trainer.default_root_dir) / PROMPTS_FILE
-            save_learned_weights(self.model, path, sorted(self.training_classes))
+            save_learned_weights(
+                self.model, path, sorted(self.training_classes), training_paths=sorted(self.recipe.training_paths)
+            )
             logger.info("SimCLIP: learned weights written to %s (use them with --model.prompts).", path)
 
     # ---------------------------------------------------------------------------------------------- the target
