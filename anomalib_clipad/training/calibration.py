@@ -78,6 +78,12 @@ class TargetCalibration(Callback):
                 PROBABILITY_THRESHOLD,
             )
             return
+        if getattr(trainer.datamodule, "seed", 0) is None:
+            logger.warning(
+                "%s: the target's held-out validation split is drawn without a seed, so every run calibrates (and "
+                "scores) other images; pass `--data.seed 0` for runs that can be compared.",
+                self.model_name,
+            )
         self._set_thresholds(post_processor, float("nan"))
         count = 0
         was_training = pl_module.training
