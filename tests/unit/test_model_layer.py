@@ -160,3 +160,17 @@ def test_lightning_models_build_no_clip_until_used() -> None:
     assert not is_built(model)
     with pytest.raises(UnknownBackboneError, match="ViT-Nope-1"):
         _ = model.model
+
+
+def test_time_per_image_is_logged_at_the_end_of_a_test(two_categories: Path, tmp_path: Path, caplog) -> None:
+    import logging
+
+    model = WinCLIPPlus(k_shot=0, **TINY)
+    datamodule = _datamodule(two_categories, "alpha")
+    with caplog.at_level(logging.INFO, logger="anomalib_clipad.training.progress"):
+        _engine(tmp_path).test(model, datamodule=datamodule)
+    scored = len(datamodule.test_data)  # the test part of alpha's test folder (the rest calibrates)
+    assert model.timing.images == scored
+    assert model.timing.seconds_per_image > 0
+    assert f"WinCLIPPlus scored {scored} images in" in caplog.text
+    assert "ms per image" in caplog.text

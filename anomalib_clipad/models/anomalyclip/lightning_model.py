@@ -58,6 +58,7 @@ from anomalib_clipad.models.common import (
 )
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
 from anomalib_clipad.training.calibration import TargetCalibration
+from anomalib_clipad.training.progress import InferenceTiming
 
 from .prompts_file import prompt_training_paths, save_prompts
 from .torch_model import AnomalyCLIPModel
@@ -155,6 +156,7 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
             cache_max_bytes=cache_max_bytes,
             cache_dir=cache_dir,
         )
+        self.timing = InferenceTiming(type(self).__name__)
         self.checkpoint_policy = ClipCheckpointPolicy(
             type(self).__name__,
             ("backbone", "image_size", "n_ctx", "deep_prompt_length", "deep_prompt_depth", "feature_layers"),
@@ -200,7 +202,7 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """Callbacks: anomalib's components, the auxiliary-data recipe, the checkpoint policy, target calibration."""
-        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy, self.calibration]
+        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy, self.calibration, self.timing]
 
     def configure_optimizers(self) -> Any:
         """Adam (the recipe's) on the learnable prompts: contexts and deep prompts."""

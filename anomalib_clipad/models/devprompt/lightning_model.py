@@ -46,6 +46,7 @@ from anomalib_clipad.models.common import (
     warn_if_calibrating_on_test,
 )
 from anomalib_clipad.training.k_shot import NormalShotsRecipe
+from anomalib_clipad.training.progress import InferenceTiming
 
 from .loss import DeviationLoss
 from .torch_model import ANOMALOUS_SUFFIX, BACKBONE, IMAGE_SIZE, NORMAL_SUFFIX, PRETRAINED, DevPromptModel
@@ -147,6 +148,7 @@ class DevPrompt(QuietExportMixin, AnomalibModule):
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
         self.recipe = NormalShotsRecipe.from_hparams(type(self).__name__, self.hparams, self._refresh_text_features)
+        self.timing = InferenceTiming(type(self).__name__)
         self.checkpoint_policy = ClipCheckpointPolicy(
             type(self).__name__,
             ("backbone", "image_size", "memory_layers", "position_embedding"),
@@ -180,7 +182,7 @@ class DevPrompt(QuietExportMixin, AnomalibModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """Callbacks: anomalib's components, then the k-shot recipe and the checkpoint policy DevPrompt owns."""
-        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy]
+        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy, self.timing]
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

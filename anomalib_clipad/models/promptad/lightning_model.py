@@ -46,6 +46,7 @@ from anomalib_clipad.models.common import (
     warn_if_calibrating_on_test,
 )
 from anomalib_clipad.training.k_shot import NormalShotsRecipe
+from anomalib_clipad.training.progress import InferenceTiming
 
 from .torch_model import BACKBONE, MEMORY_TAPS, PRETRAINED, PromptADModel, resolve_anomaly_states
 
@@ -148,6 +149,7 @@ class PromptAD(QuietExportMixin, AnomalibModule):
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
         self.recipe = NormalShotsRecipe.from_hparams(type(self).__name__, self.hparams, self._refresh_text_features)
         # k_shot sizes the memories; memory_tap changes what they hold
+        self.timing = InferenceTiming(type(self).__name__)
         self.checkpoint_policy = ClipCheckpointPolicy(
             type(self).__name__,
             ("backbone", "image_size", "k_shot", "memory_layers", "memory_tap", "position_embedding"),
@@ -186,7 +188,7 @@ class PromptAD(QuietExportMixin, AnomalibModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """The component callbacks of anomalib, the training recipe and the checkpoint policy."""
-        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy]
+        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy, self.timing]
 
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD + cosine schedule (the recipe's) on the learnable prompts."""

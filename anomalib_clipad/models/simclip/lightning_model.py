@@ -74,6 +74,7 @@ from anomalib_clipad.models.common import (
 )
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
 from anomalib_clipad.training.calibration import TargetCalibration
+from anomalib_clipad.training.progress import InferenceTiming
 
 from .torch_model import IMAGE_SCORE_MAPS, SimCLIPModel, convert_reference_weights
 
@@ -416,6 +417,7 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             cache_max_bytes=cache_max_bytes,
             cache_dir=cache_dir,
         )
+        self.timing = InferenceTiming(type(self).__name__)
         self.checkpoint_policy = ClipCheckpointPolicy(
             type(self).__name__,
             ("backbone", "image_size", "feature_layers", "prompt_size", "prompt_hidden_size"),
@@ -480,6 +482,7 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             self.checkpoint_policy,
             self.target_setup,
             self.calibration,
+            self.timing,
         ]
 
     def configure_optimizers(self) -> Any:

@@ -46,6 +46,7 @@ from anomalib_clipad.models.common import (
     resolve_class_name,
     warn_if_calibrating_on_test,
 )
+from anomalib_clipad.training.progress import InferenceTiming
 
 from .torch_model import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, WinCLIPPlusModel
 
@@ -128,6 +129,7 @@ class WinCLIPPlus(QuietExportMixin, AnomalibModule):
             visualizer=visualizer,
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
+        self.timing = InferenceTiming(type(self).__name__)
         self.checkpoint_policy = ClipCheckpointPolicy(
             type(self).__name__,
             ("backbone", "image_size", "scales"),
@@ -159,7 +161,7 @@ class WinCLIPPlus(QuietExportMixin, AnomalibModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """The component callbacks of anomalib and the checkpoint policy (real weights, the class of the set-up)."""
-        return [*super().configure_callbacks(), self.checkpoint_policy]
+        return [*super().configure_callbacks(), self.checkpoint_policy, self.timing]
 
     def setup(self, stage: str | None = None) -> None:
         """Build the text prototypes and, for WinCLIP+, the reference memories of the class.
