@@ -35,15 +35,14 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Trainer
 
 from anomalib_clipad.benchmarks.references import plain_image_forward
-from anomalib_clipad.benchmarks.timing import clock_for, clock_name, median_times, synchronise
+from anomalib_clipad.benchmarks.timing import EpochTimer, clock_for, clock_name, median_times, synchronise
 from anomalib_clipad.clip.loading import load_clip
 from anomalib_clipad.models.anomalyclip import AnomalyCLIP, AnomalyCLIPModel
 
@@ -72,40 +71,6 @@ def inference_ratio(
 
 
 # -------------------------------------------------------------------------------------------------------- training
-class EpochTimer(Callback):
-    """Clock (:func:`~anomalib_clipad.benchmarks.timing.clock_for`) and wall seconds of every training epoch.
-
-    Args:
-        device: where the fit runs (synchronised around the clock readings on a GPU).
-        after_epoch: run after each epoch's time is taken, outside it (here: one timed reference epoch, so that
-            fit epochs and references alternate and a change of machine load hits both alike); its return values
-            are kept in ``references``.
-    """
-
-    def __init__(self, device: torch.device, after_epoch: Callable[[], float] | None = None) -> None:
-        self.device = device
-        self.clock = clock_for(device)
-        self.after_epoch = after_epoch
-        self.epochs: list[float] = []
-        self.wall: list[float] = []
-        self.references: list[float] = []
-        self.reference_wall = 0.0
-        self._start = self._wall_start = 0.0
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        del trainer, pl_module
-        synchronise(self.device)
-        self._start, self._wall_start = self.clock(), time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        del trainer, pl_module
-        synchronise(self.device)
-        self.epochs.append(self.clock() - self._start)
-        self.wall.append(time.perf_counter() - self._wall_start)
-        if self.after_epoch is not None:
-            wall_start = time.perf_counter()
-            self.references.append(self.after_epoch())
-            self.reference_wall += time.perf_counter() - wall_start
 
 
 def learnable_epoch(

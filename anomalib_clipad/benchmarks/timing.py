@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 Clock = Callable[[], float]
 
@@ -80,3 +81,39 @@ def median_times(
     """Median of :func:`interleaved_times` per function."""
     timings = interleaved_times(functions, rounds, device, warmup=warmup, clock=clock)
     return {name: statistics.median(values) for name, values in timings.items()}
+
+
+class EpochTimer(Callback):
+    """Clock (:func:`~anomalib_clipad.benchmarks.timing.clock_for`) and wall seconds of every training epoch.
+
+    Args:
+        device: where the fit runs (synchronised around the clock readings on a GPU).
+        after_epoch: run after each epoch's time is taken, outside it (here: one timed reference epoch, so that
+            fit epochs and references alternate and a change of machine load hits both alike); its return values
+            are kept in ``references``.
+    """
+
+    def __init__(self, device: torch.device, after_epoch: Callable[[], float] | None = None) -> None:
+        self.device = device
+        self.clock = clock_for(device)
+        self.after_epoch = after_epoch
+        self.epochs: list[float] = []
+        self.wall: list[float] = []
+        self.references: list[float] = []
+        self.reference_wall = 0.0
+        self._start = self._wall_start = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        del trainer, pl_module
+        synchronise(self.device)
+        self._start, self._wall_start = self.clock(), time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
+        del trainer, pl_module
+        synchronise(self.device)
+        self.epochs.append(self.clock() - self._start)
+        self.wall.append(time.perf_counter() - self._wall_start)
+        if self.after_epoch is not None:
+            wall_start = time.perf_counter()
+            self.references.append(self.after_epoch())
+            self.reference_wall += time.perf_counter() - wall_start
