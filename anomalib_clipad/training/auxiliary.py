@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 
 from .feature_cache import FeatureCache
+from .inference_state import InferenceStateRefresh
 from .loss_logging import log_losses
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ TRAINING_PATHS_KEY = "auxiliary_training_paths"
 """Checkpoint key of the auxiliary training images (for the leakage guard on the target)."""
 
 
-class AuxiliaryDataRecipe(Callback):
+class AuxiliaryDataRecipe(InferenceStateRefresh):
     """Train learnable prompts (and adapters) on labelled auxiliary images with masks, features cached.
 
     Args:
@@ -73,10 +74,9 @@ class AuxiliaryDataRecipe(Callback):
             raise ValueError(msg)
         self.model_name = model_name
         self.epochs, self.lr, self.betas = int(epochs), float(lr), (float(betas[0]), float(betas[1]))
-        self.refresh = refresh
+        super().__init__(refresh)
         self.cache = FeatureCache(cache_max_bytes, cache_dir)
         self.training_paths: set[str] = set()
-        self.stale = False
 
     # ------------------------------------------------------------------------------------------- the model's hooks
     @property
@@ -117,26 +117,13 @@ class AuxiliaryDataRecipe(Callback):
         features = self.cache.get_or_compute(paths, batch.image, encode_without_grad)
         terms = losses(features, batch)
         log_losses(pl_module, terms, len(paths))
-        self.stale = True
+        self.mark_stale()
         return terms["loss"]
 
     # ------------------------------------------------------------------------------------------- Lightning callback
-    def refresh_if_stale(self) -> None:
-        """Run ``refresh`` if a training step changed the parameters since the last refresh."""
-        if self.stale:
-            self.refresh()
-            self.stale = False
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Refresh after the last epoch, so that the checkpoint written then holds the final state."""
-        del pl_module
-        if trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
-            self.refresh_if_stale()
-
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Refresh (also when stopped early), free the feature cache, and say how often the encoder ran."""
-        del trainer, pl_module
-        self.refresh_if_stale()
+        super().on_train_end(trainer, pl_module)
         logger.info(
             "%s: the frozen image tower encoded %d training images in %d calls over the run (cache: %s).",
             self.model_name,
@@ -146,16 +133,9 @@ class AuxiliaryDataRecipe(Callback):
         )
         self.cache.clear()
 
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        del trainer, pl_module
-        self.refresh_if_stale()
-
-    on_predict_start = on_validation_start
-
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Refuse a target whose test or validation images were training images; keep the state current."""
-        del pl_module
-        self.refresh_if_stale()
+        super().on_test_start(trainer, pl_module)
         datamodule = getattr(trainer, "datamodule", None)
         if self.training_paths and datamodule is not None and getattr(datamodule, "test_data", None) is not None:
             from anomalib_clipad.data.auxiliary import check_no_overlap
@@ -164,8 +144,7 @@ class AuxiliaryDataRecipe(Callback):
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """Keep the saved state current and record the training image paths."""
-        del trainer, pl_module
-        self.refresh_if_stale()
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
         checkpoint[TRAINING_PATHS_KEY] = sorted(self.training_paths)
 
     def load(self, checkpoint: dict[str, Any]) -> None:

@@ -34,12 +34,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader
 
 from anomalib_clipad.data.shots import choose_normal_shots
 
 from .feature_cache import FeatureCache
+from .inference_state import InferenceStateRefresh
 from .loaders import serve_train_loader
 from .loss_logging import log_losses
 
@@ -49,7 +50,7 @@ FEW_SHOT_PATHS_KEY = "few_shot_paths"
 """Checkpoint key of the shot paths."""
 
 
-class NormalShotsRecipe(Callback):
+class NormalShotsRecipe(InferenceStateRefresh):
     """Train on exactly ``k_shot`` normal shots: one batch, SGD + cosine schedule, fixed epochs, cached features.
 
     Args:
@@ -92,10 +93,9 @@ class NormalShotsRecipe(Callback):
         self.model_name = model_name
         self.k_shot, self.seed, self.epochs = int(k_shot), int(seed), int(epochs)
         self.lr, self.momentum, self.weight_decay, self.min_lr = lr, momentum, weight_decay, min_lr
-        self.refresh = refresh
+        super().__init__(refresh)
         self.few_shot_paths: list[str] = []
         self.cache = FeatureCache()
-        self.stale = False
         self.shots_encoded = False
         self.train_loader: DataLoader | None = None
 
@@ -132,7 +132,7 @@ class NormalShotsRecipe(Callback):
             with torch.no_grad():
                 return encode(batch)
 
-        self.stale = True  # the caller is about to take an optimiser step with these
+        self.mark_stale()  # the caller is about to take an optimiser step with these
         return self.cache.get_or_compute(paths, images, encode_without_grad)
 
     def training_step(
@@ -205,36 +205,15 @@ class NormalShotsRecipe(Callback):
         if trainer.max_epochs is not None and trainer.max_epochs > 0:
             trainer.check_val_every_n_epoch = trainer.max_epochs
 
-    def refresh_if_stale(self) -> None:
-        """Run ``refresh`` if a training step changed the parameters since the last refresh."""
-        if self.stale:
-            self.refresh()
-            self.stale = False
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Refresh after the last epoch, so that the checkpoint written then holds the final state."""
-        del pl_module
-        if trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
-            self.refresh_if_stale()
-
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Refresh (also when stopped early) and free the feature cache."""
-        del trainer, pl_module
-        self.refresh_if_stale()
+        super().on_train_end(trainer, pl_module)
         self.cache.clear()
         self.shots_encoded = False
 
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
-        del trainer, pl_module
-        self.refresh_if_stale()
-
-    on_test_start = on_validation_start
-    on_predict_start = on_validation_start
-
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """Keep the saved state current and record the shot paths."""
-        del trainer, pl_module
-        self.refresh_if_stale()
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
         checkpoint[FEW_SHOT_PATHS_KEY] = list(self.few_shot_paths)
 
     def load(self, checkpoint: dict[str, Any]) -> None:
