@@ -194,7 +194,14 @@ def test_anomalyclip_onnx_and_openvino(synthetic_root: Path, synthetic_category:
     target.val_split_mode, target.val_split_ratio = "from_test", 0.5
     engine.test(model.eval(), datamodule=target)
     assert not torch.isnan(model.post_processor.image_threshold)
-    _export_and_check(model.eval(), _inputs(synthetic_root, synthetic_category), tmp_path / "export", size=56)
+    images = _inputs(synthetic_root, synthetic_category)
+    _export_and_check(model.eval(), images, tmp_path / "export", size=56)
+    # --export_type torch: the pickled pipeline (trusted file of our own), same outputs
+    exported = torch.load(model.to_torch(tmp_path / "export"), map_location="cpu", weights_only=False)["model"]
+    with torch.no_grad():
+        expected, actual = model(images[0]), exported.eval()(images[0])
+    torch.testing.assert_close(actual.pred_score, expected.pred_score, rtol=0, atol=1e-6)
+    torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map, rtol=0, atol=1e-6)
 
 
 def test_simclip_plus_onnx_and_openvino(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
