@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from .attention import class_token_block, value_value_attention
+from .attention import block_on_flat_tokens, class_token_block, value_value_attention
 
 POSITION_INTERPOLATION_MODES = ("bilinear", "bicubic")
 
@@ -282,8 +282,11 @@ class ClipVisionTower(nn.Module):
         patches = embedded[:, 1:][:, indices.reshape(-1)].reshape(batch * n_windows, window_length, width)
         class_token = embedded[:, :1].expand(batch, n_windows, width).reshape(batch * n_windows, 1, width)
         hidden = self.ln_pre(torch.cat([class_token, patches], dim=1))
+        # exported graphs: per-token layers on (B * L, width) rows, which OpenVINO runs faster for these short
+        # sequences (see anomalib_clipad.clip.attention); eager torch: the block's own forward (its fast path)
+        exporting = torch.onnx.is_in_onnx_export()
         for block in self.blocks[:-1]:
-            hidden = block(hidden)
+            hidden = block_on_flat_tokens(block, hidden) if exporting else block(hidden)
         class_tokens = class_token_block(self.blocks[-1], hidden)
         return self.project(class_tokens).reshape(batch, n_windows, -1)
 
