@@ -22,7 +22,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AnomalyCLIP", "DevPrompt", "PromptAD", "SimCLIP", "WinCLIPPlus"]
+from anomalib_clipad.registry import MODEL_NAMES
+
+__all__ = list(MODEL_NAMES)
 
 _LAZY = {"ModelNameCollisionError": "anomalib_clipad.registration"}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from anomalib.data.utils.image import read_image
@@ -150,3 +151,37 @@ def load_reference_folder(
         msg = f"{error} (images in {str(folder)!r})"
         raise ValueError(msg) from error
     return Shots(images=_read(paths, transform), paths=paths)
+
+
+def draw_reference_shots(
+    trainer: Any | None,
+    k_shot: int,
+    seed: int,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None,
+    folder: str | Path | None = None,
+) -> Shots | None:
+    """The ``k_shot`` normal reference images of a target: from ``folder`` if given, else its train split (seeded).
+
+    The one way WinCLIP+ and SimCLIP+ draw the memory of the target they score.
+
+    Args:
+        trainer: the trainer whose datamodule is the target (may be ``None``).
+        k_shot: number of reference images.
+        seed: seed of the selection.
+        transform: the model's pre-processing transform.
+        folder: a folder of normal reference images to draw from instead of the train split.
+
+    Returns:
+        The chosen :class:`Shots`, or ``None`` when there is no folder and the datamodule has no train split.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist or holds no image.
+        ValueError: fewer normal images than ``k_shot``.
+    """
+    if folder is not None:
+        return load_reference_folder(folder, k_shot, seed, transform)
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    train_data = getattr(datamodule, "train_data", None)
+    if train_data is None:
+        return None
+    return collect_shots(train_data, k_shot, seed, transform)

@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""The models of anomalib-clipad; importing this package registers them with anomalib.
+"""The models of anomalib-clipad (the rows of :data:`anomalib_clipad.registry.MODELS`); importing this registers them.
 
 See :mod:`anomalib_clipad.registration`. The classes are also bound in the top-level package, so that
 ``anomalib_clipad.WinCLIPPlus`` is a plain attribute from then on (class-path resolution may read module dicts).
@@ -10,15 +10,12 @@ See :mod:`anomalib_clipad.registration`. The classes are also bound in the top-l
 import sys
 
 from anomalib_clipad.registration import register_in_anomalib
+from anomalib_clipad.registry import MODEL_NAMES, MODELS
 
-from .anomalyclip import AnomalyCLIP
-from .devprompt import DevPrompt
-from .promptad import PromptAD
-from .simclip import SimCLIP
-from .winclip_plus import WinCLIPPlus
+__all__ = list(MODEL_NAMES)
 
-__all__ = ["AnomalyCLIP", "DevPrompt", "PromptAD", "SimCLIP", "WinCLIPPlus"]
-
-register_in_anomalib([AnomalyCLIP, DevPrompt, PromptAD, SimCLIP, WinCLIPPlus])
-for _cls in (AnomalyCLIP, DevPrompt, PromptAD, SimCLIP, WinCLIPPlus):
+_CLASSES = [spec.lightning_class for spec in MODELS]
+globals().update({cls.__name__: cls for cls in _CLASSES})
+register_in_anomalib(_CLASSES)
+for _cls in _CLASSES:
     setattr(sys.modules["anomalib_clipad"], _cls.__name__, _cls)

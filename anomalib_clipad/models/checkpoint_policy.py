@@ -7,7 +7,7 @@ A checkpoint of our models holds every CLIP weight (the frozen towers are part o
 needs only the architecture: ``pretrained="checkpoint"`` (``Model.load_from_checkpoint`` uses it by default, and
 ``anomalib test|predict|export --ckpt_path ... --model.pretrained checkpoint`` on the command line). The
 :class:`ClipCheckpointPolicy` (a Lightning ``Callback`` the model returns from ``configure_callbacks``; the model's
-``on_save_checkpoint`` / ``on_load_checkpoint`` call its ``save`` / ``load``) enforces:
+``on_save_checkpoint`` / ``on_load_checkpoint`` call its ``save`` / ``load``; it keeps no state of the model's) enforces:
 
 * **Same architecture.** Hyper-parameters that shape the weights (backbone, image size, memory layers, ...) must match;
   otherwise a clear error says which, and how to build the model to match.
@@ -17,22 +17,21 @@ needs only the architecture: ``pretrained="checkpoint"`` (``Model.load_from_chec
   activation, are refused.
 * **Real weights.** A model built with ``pretrained="checkpoint"`` refuses to train, validate, test or predict unless
   a checkpoint was actually loaded (its random weights would give meaningless scores).
-* **Same class.** The learned state (prompts, memories) belongs to one class. Used on another one (e.g. ``anomalib
-  test --data.category B`` with a checkpoint of A), the model either re-builds for the new class with a log line
-  (``rebuild_for_class``, where the method can: WinCLIP+) or stops with a clear error — never a silent mismatch.
+* **Same class.** The checkpoint records the class its learned state belongs to; the model (its
+  :meth:`~anomalib_clipad.models.base.ClipModelMixin.prepare_for_scoring`) re-builds for another class where the
+  method can, with a log line, or stops with :class:`ClassMismatchError` — never a silent mismatch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_clipad.clip.loading import FROM_CHECKPOINT, PretrainedWeightsError, set_quick_gelu
-from anomalib_clipad.components.prompts import prompt_class_name
-from anomalib_clipad.models.common import refuse_other_checkpoint_hparams, resolve_class_name
+from anomalib_clipad.models.common import refuse_other_checkpoint_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +44,12 @@ class ClassMismatchError(ValueError):
 
 
 class ClipCheckpointPolicy(Callback):
-    """The checkpoint rules of one model (see the module docstring).
+    """The checkpoint rules of one model (see the module docstring); it holds no state of the model's.
 
     Args:
         model_name: the model, for messages.
         architecture_hparams: hyper-parameters a checkpoint must share with the model.
         requested_quick_gelu: the model's ``quick_gelu`` argument as the user gave it (``None``: not given).
-        rebuild_for_class: re-builds the model's state for another class (``None``: the state cannot be re-built,
-            so using the model on another class is an error).
     """
 
     def __init__(
@@ -60,23 +57,23 @@ class ClipCheckpointPolicy(Callback):
         model_name: str,
         architecture_hparams: Sequence[str],
         requested_quick_gelu: bool | None,
-        rebuild_for_class: Callable[[str], None] | None = None,
     ) -> None:
         self.model_name = model_name
         self.architecture_hparams = tuple(architecture_hparams)
         self.requested_quick_gelu = requested_quick_gelu
-        self.rebuild_for_class = rebuild_for_class
         self.weights_restored = False
-        self.class_name: str | None = None
-        """The class the model's learned or set-up state belongs to."""
 
     # ------------------------------------------------------------------------------------------- checkpoints
-    def save(self, checkpoint: dict[str, Any]) -> None:
-        """Record the class of the state (the model calls this from ``on_save_checkpoint``)."""
-        checkpoint[CLASS_NAME_KEY] = self.class_name
+    @staticmethod
+    def save(checkpoint: dict[str, Any], class_name: str | None) -> None:
+        """Record the class of the model's state (the model calls this from ``on_save_checkpoint``)."""
+        checkpoint[CLASS_NAME_KEY] = class_name
 
-    def load(self, checkpoint: dict[str, Any], pl_module: LightningModule) -> None:
-        """Check a checkpoint against the model before its state dict is loaded, and adopt its activation and class.
+    def load(self, checkpoint: dict[str, Any], pl_module: LightningModule) -> str | None:
+        """Check a checkpoint against the model before its state dict is loaded, and adopt its activation.
+
+        Returns:
+            The class the checkpoint's state belongs to (``None``: not recorded or class-agnostic).
 
         Raises:
             ValueError: another architecture, or another activation that cannot be adopted.
@@ -92,10 +89,8 @@ class ClipCheckpointPolicy(Callback):
                 logger.info("%s: QuickGELU=%s, as the checkpoint records.", self.model_name, bool(stored))
             else:
                 refuse_other_checkpoint_hparams(checkpoint, hparams, ("quick_gelu",), self.model_name)
-        self.class_name = checkpoint.get(CLASS_NAME_KEY, self.class_name)
-        if hasattr(pl_module.model, "class_name"):
-            pl_module.model.class_name = self.class_name
         self.weights_restored = True
+        return checkpoint.get(CLASS_NAME_KEY)
 
     # ------------------------------------------------------------------------------------------- guards
     def check_weights(self, pl_module: LightningModule) -> None:
@@ -112,45 +107,7 @@ class ClipCheckpointPolicy(Callback):
             )
             raise PretrainedWeightsError(msg)
 
-    def check_class(self, trainer: Trainer | None, pl_module: LightningModule) -> None:
-        """Re-build for, or refuse, a class other than the one the state belongs to.
-
-        The requested class is the model's ``class_name`` or else the datamodule's ``category``; without either,
-        the state's own class is used.
-
-        Raises:
-            ClassMismatchError: another class, and the state cannot be re-built.
-        """
-        try:
-            requested = resolve_class_name(pl_module.hparams.get("class_name"), trainer)
-        except ValueError:
-            return
-        if self.class_name is None or prompt_class_name(requested) == prompt_class_name(self.class_name):
-            return
-        if self.rebuild_for_class is not None:
-            logger.info(
-                "%s: re-building for class %r (it was set up for %r).", self.model_name, requested, self.class_name
-            )
-            self.rebuild_for_class(requested)
-            self.class_name = requested
-            return
-        msg = (
-            f"This {self.model_name} was trained for class {self.class_name!r}, but is asked to score class "
-            f"{requested!r} (from `class_name` or the datamodule's category): its learned prompts and memory belong to "
-            f"{self.class_name!r}. Train a model on {requested!r} (e.g. `anomalib train ... --data.category "
-            f"{requested}`), or test this one on {self.class_name!r}."
-        )
-        raise ClassMismatchError(msg)
-
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The CLIP weights must be real before training."""
         del trainer
         self.check_weights(pl_module)
-
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Real weights, and the class the state belongs to, before scoring."""
-        self.check_weights(pl_module)
-        self.check_class(trainer, pl_module)
-
-    on_test_start = on_validation_start
-    on_predict_start = on_validation_start

@@ -15,8 +15,9 @@ Lightning ``Callback`` with explicit arguments) and delegates its ``trainer_argu
 * **The frozen image tower runs once per training image over the whole run**: nothing learnable touches it, so its
   outputs are cached by image path in a bounded :class:`~anomalib_clipad.training.feature_cache.FeatureCache`
   (memory, then disk, then recompute, saying so); later epochs run only the learnable side.
-* **Leakage guard.** The training image paths are kept (and stored in checkpoints); testing on a datamodule whose
-  test or validation images are among them is refused (:func:`~anomalib_clipad.data.auxiliary.check_no_overlap`).
+* **Leakage guard.** Each step tells the model which images (and classes) it fits (``record_training_images``); the
+  model keeps them (checkpoints and learned-state files record them) and refuses a target whose test or validation
+  images are among them (:func:`~anomalib_clipad.data.auxiliary.check_no_overlap`).
 """
 
 from __future__ import annotations
@@ -26,19 +27,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 from .feature_cache import FeatureCache
-from .inference_state import InferenceStateRefresh
 from .loss_logging import log_losses
 
 logger = logging.getLogger(__name__)
 
-TRAINING_PATHS_KEY = "auxiliary_training_paths"
-"""Checkpoint key of the auxiliary training images (for the leakage guard on the target)."""
 
-
-class AuxiliaryDataRecipe(InferenceStateRefresh):
+class AuxiliaryDataRecipe(Callback):
     """Train learnable prompts (and adapters) on labelled auxiliary images with masks, features cached.
 
     Args:
@@ -46,7 +43,6 @@ class AuxiliaryDataRecipe(InferenceStateRefresh):
         epochs: training epochs (the last state is used).
         lr: Adam learning rate.
         betas: Adam betas.
-        refresh: recomputes the model's inference state (text features) from its current parameters.
         cache_max_bytes: memory budget of the feature cache (``None``: a quarter of the available memory, at most
             16 GiB); past it, features go to disk (``cache_dir``), then are recomputed.
         cache_dir: folder for cache entries that do not fit in memory (``None``: a temporary folder).
@@ -62,7 +58,6 @@ class AuxiliaryDataRecipe(InferenceStateRefresh):
         epochs: int,
         lr: float,
         betas: tuple[float, float],
-        refresh: Callable[[], None],
         cache_max_bytes: int | None = None,
         cache_dir: str | None = None,
     ) -> None:
@@ -74,9 +69,7 @@ class AuxiliaryDataRecipe(InferenceStateRefresh):
             raise ValueError(msg)
         self.model_name = model_name
         self.epochs, self.lr, self.betas = int(epochs), float(lr), (float(betas[0]), float(betas[1]))
-        super().__init__(refresh)
         self.cache = FeatureCache(cache_max_bytes, cache_dir)
-        self.training_paths: set[str] = set()
 
     # ------------------------------------------------------------------------------------------- the model's hooks
     @property
@@ -84,8 +77,9 @@ class AuxiliaryDataRecipe(InferenceStateRefresh):
         """Fixed epoch count and no sanity validation (devices and strategy are the user's)."""
         return {"max_epochs": self.epochs, "num_sanity_val_steps": 0}
 
-    def configure_optimizers(self, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    def configure_optimizers(self, parameters: Iterable[torch.nn.Parameter], trainer: Trainer) -> torch.optim.Optimizer:
         """Adam on the learnable parameters."""
+        del trainer
         return torch.optim.Adam(list(parameters), lr=self.lr, betas=self.betas)
 
     def training_step(
@@ -98,7 +92,7 @@ class AuxiliaryDataRecipe(InferenceStateRefresh):
         """One step: cached frozen features of the batch, then the model's losses on them; logs every term.
 
         Args:
-            pl_module: the model (for logging).
+            pl_module: the model (it records the images and classes it fits, and logs).
             batch: an anomalib batch of labelled images (``gt_label``, ``gt_mask``; AuxiliaryData adds ``category``
                 and ``has_mask``).
             encode: the frozen image side (run once per training image over the whole run).
@@ -108,7 +102,9 @@ class AuxiliaryDataRecipe(InferenceStateRefresh):
             The loss.
         """
         paths = [str(path) for path in batch.image_path]
-        self.training_paths.update(paths)
+        category = getattr(batch, "category", None)
+        classes = [category] * len(paths) if isinstance(category, str) else list(category or [])
+        pl_module.record_training_images(paths, classes)  # the model's provenance; its inference state is now stale
 
         def encode_without_grad(images: torch.Tensor) -> dict[str, torch.Tensor]:
             with torch.no_grad():
@@ -117,13 +113,12 @@ class AuxiliaryDataRecipe(InferenceStateRefresh):
         features = self.cache.get_or_compute(paths, batch.image, encode_without_grad)
         terms = losses(features, batch)
         log_losses(pl_module, terms, len(paths))
-        self.mark_stale()
         return terms["loss"]
 
     # ------------------------------------------------------------------------------------------- Lightning callback
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Refresh (also when stopped early), free the feature cache, and say how often the encoder ran."""
-        super().on_train_end(trainer, pl_module)
+        """Free the feature cache, and say how often the encoder ran."""
+        del trainer, pl_module
         logger.info(
             "%s: the frozen image tower encoded %d training images in %d calls over the run (cache: %s).",
             self.model_name,
@@ -132,21 +127,3 @@ class AuxiliaryDataRecipe(InferenceStateRefresh):
             self.cache.stats,
         )
         self.cache.clear()
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Refuse a target whose test or validation images were training images; keep the state current."""
-        super().on_test_start(trainer, pl_module)
-        datamodule = getattr(trainer, "datamodule", None)
-        if self.training_paths and datamodule is not None and getattr(datamodule, "test_data", None) is not None:
-            from anomalib_clipad.data.auxiliary import check_no_overlap
-
-            check_no_overlap(sorted(self.training_paths), datamodule, train_name=f"{self.model_name}'s training data")
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Keep the saved state current and record the training image paths."""
-        super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        checkpoint[TRAINING_PATHS_KEY] = sorted(self.training_paths)
-
-    def load(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the training image paths of a checkpoint (the model calls this from ``on_load_checkpoint``)."""
-        self.training_paths = set(checkpoint.get(TRAINING_PATHS_KEY, []))

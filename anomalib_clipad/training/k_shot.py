@@ -23,8 +23,10 @@ What the recipe does:
   (:meth:`NormalShotsRecipe.features`, cached by image path; no augmentation, so features never change); each step
   only runs the learnable text side. The features of all k shots (the one batch, in :attr:`few_shot_paths` order)
   are handed once to the model's ``on_shots_encoded`` (to build a vision memory).
-* **Inference state kept current.** After a step changed the prompts, the model's ``refresh`` callable (e.g.
-  recomputing text prototypes) runs before validation, test, prediction, a checkpoint, and at the end of training.
+* **State stays the model's.** Each step tells the model which images it fits (``record_training_images``: the
+  model then knows its inference state is stale and its provenance); the encoded shots fill the model's reference
+  memory through ``use_shots_as_references``. The recipe keeps only its own working data (the shots' loader and the
+  feature cache).
 """
 
 from __future__ import annotations
@@ -34,23 +36,19 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader
 
 from anomalib_clipad.data.shots import choose_normal_shots
 
 from .feature_cache import FeatureCache
-from .inference_state import InferenceStateRefresh
 from .loaders import serve_train_loader
 from .loss_logging import log_losses
 
 logger = logging.getLogger(__name__)
 
-FEW_SHOT_PATHS_KEY = "few_shot_paths"
-"""Checkpoint key of the shot paths."""
 
-
-class NormalShotsRecipe(InferenceStateRefresh):
+class NormalShotsRecipe(Callback):
     """Train on exactly ``k_shot`` normal shots: one batch, SGD + cosine schedule, fixed epochs, cached features.
 
     Args:
@@ -62,7 +60,6 @@ class NormalShotsRecipe(InferenceStateRefresh):
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
         min_lr: final learning rate of the cosine schedule.
-        refresh: recomputes the model's inference state from its current parameters (called when stale).
 
     Raises:
         ValueError: ``k_shot`` or ``epochs`` below 1, or a negative learning rate.
@@ -79,7 +76,6 @@ class NormalShotsRecipe(InferenceStateRefresh):
         momentum: float,
         weight_decay: float,
         min_lr: float,
-        refresh: Callable[[], None],
     ) -> None:
         if k_shot < 1:
             msg = f"{model_name} needs at least one normal shot, got k_shot={k_shot}."
@@ -93,17 +89,16 @@ class NormalShotsRecipe(InferenceStateRefresh):
         self.model_name = model_name
         self.k_shot, self.seed, self.epochs = int(k_shot), int(seed), int(epochs)
         self.lr, self.momentum, self.weight_decay, self.min_lr = lr, momentum, weight_decay, min_lr
-        super().__init__(refresh)
         self.few_shot_paths: list[str] = []
         self.cache = FeatureCache()
         self.shots_encoded = False
         self.train_loader: DataLoader | None = None
 
     @classmethod
-    def from_hparams(cls, model_name: str, hparams: Any, refresh: Callable[[], None]) -> NormalShotsRecipe:
+    def from_hparams(cls, model_name: str, hparams: Any) -> NormalShotsRecipe:
         """The recipe of a model whose hyper-parameters name its arguments (``k_shot``, ``seed``, ``epochs``, ...)."""
         names = ("k_shot", "seed", "epochs", "lr", "momentum", "weight_decay", "min_lr")
-        return cls(model_name, refresh=refresh, **{name: hparams[name] for name in names})
+        return cls(model_name, **{name: hparams[name] for name in names})
 
     # ------------------------------------------------------------------------------------------- the model's hooks
     @property
@@ -132,7 +127,6 @@ class NormalShotsRecipe(InferenceStateRefresh):
             with torch.no_grad():
                 return encode(batch)
 
-        self.mark_stale()  # the caller is about to take an optimiser step with these
         return self.cache.get_or_compute(paths, images, encode_without_grad)
 
     def training_step(
@@ -141,24 +135,26 @@ class NormalShotsRecipe(InferenceStateRefresh):
         batch: Any,
         encode: Callable[[torch.Tensor], dict[str, torch.Tensor]],
         losses: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
-        on_shots_encoded: Callable[[dict[str, torch.Tensor]], None] | None = None,
+        references: bool = True,
     ) -> torch.Tensor:
         """One step on the (cached) features of the shots in the batch; logs every loss term.
 
         Args:
-            pl_module: the model (for logging).
+            pl_module: the model (it records the images it fits, and logs).
             batch: an anomalib batch of shots.
             encode: the frozen image side (run once per shot).
             losses: the training losses of a batch of features, with a ``"loss"`` entry.
-            on_shots_encoded: called once with the features of all k shots (e.g. to build a vision memory).
+            references: hand the features of all k shots, once, to the model's ``use_shots_as_references`` (its
+                vision memory).
 
         Returns:
             The loss.
         """
         paths = [str(path) for path in batch.image_path]
+        pl_module.record_training_images(paths)  # the model's provenance; its inference state is now stale
         features = self.features(batch.image, paths, encode)
-        if on_shots_encoded is not None and not self.shots_encoded and paths == self.few_shot_paths:
-            on_shots_encoded(features)  # the one batch holds every shot, in the order of few_shot_paths
+        if references and not self.shots_encoded and paths == self.few_shot_paths:
+            pl_module.use_shots_as_references(paths, features)  # the one batch holds every shot, in shot order
             self.shots_encoded = True
         terms = losses(features)
         log_losses(pl_module, terms, len(paths))
@@ -206,16 +202,7 @@ class NormalShotsRecipe(InferenceStateRefresh):
             trainer.check_val_every_n_epoch = trainer.max_epochs
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Refresh (also when stopped early) and free the feature cache."""
-        super().on_train_end(trainer, pl_module)
+        """Free the feature cache."""
+        del trainer, pl_module
         self.cache.clear()
         self.shots_encoded = False
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        """Keep the saved state current and record the shot paths."""
-        super().on_save_checkpoint(trainer, pl_module, checkpoint)
-        checkpoint[FEW_SHOT_PATHS_KEY] = list(self.few_shot_paths)
-
-    def load(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the shot paths of a checkpoint (the model calls this from its ``on_load_checkpoint``)."""
-        self.few_shot_paths = list(checkpoint.get(FEW_SHOT_PATHS_KEY, []))

@@ -21,57 +21,37 @@ CLI::
         --data.root datasets/VisA
     anomalib test --model AnomalyCLIP --model.pretrained checkpoint --ckpt_path <model.ckpt> \
         --data MVTecAD --data.category screw --data.val_split_mode from_test
-    anomalib test --model AnomalyCLIP --model.prompts <prompts.pt> --data MVTecAD --data.category screw
+    anomalib test --model AnomalyCLIP --model.learned_state <learned_state.pt> --data MVTecAD --data.category screw
 
 The prompts train for ``epochs`` (15) with Adam on the auxiliary data
 (:class:`~anomalib_clipad.training.auxiliary.AuxiliaryDataRecipe`, which caches the frozen image features once per
 image); the last state is used. After training the learned prompts alone are written next to the checkpoint as a
-small file (``weights/prompts/prompts.pt``) that ``--model.prompts`` takes, as it takes the reference's published
+small file (``weights/learned_state.pt``) that ``--model.learned_state`` takes, as it takes the reference's published
 prompt checkpoints. On the target, thresholds are calibrated on a held-out split of the target
-(:class:`~anomalib_clipad.training.calibration.TargetCalibration`); scores are reported raw.
+(:func:`~anomalib_clipad.training.calibration.calibrate_on_target`); scores are reported raw.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
 
-from anomalib_clipad.export import QuietExportMixin
-from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
-from anomalib_clipad.models.common import (
-    BuiltOnFirstUse,
-    build_torch_model,
-    clip_pre_processor,
-    load_without_original_weights,
-    warn_if_calibrating_on_test,
-)
+from anomalib_clipad.models.base import ClipModelMixin
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
-from anomalib_clipad.training.calibration import TargetCalibration
-from anomalib_clipad.training.progress import InferenceTiming
 
-from .prompts_file import prompt_training_paths, save_prompts
 from .torch_model import AnomalyCLIPModel
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["AnomalyCLIP"]
 
-PROMPTS_FILE = Path("weights") / "prompts" / "prompts.pt"
-"""Where training writes the learned prompts, relative to the run's folder."""
 
-
-class AnomalyCLIP(QuietExportMixin, AnomalibModule):
+class AnomalyCLIP(ClipModelMixin, AnomalibModule):
     """AnomalyCLIP: object-agnostic prompts, deep text prompts and DPAM on a frozen OpenAI CLIP.
 
     Args:
@@ -96,8 +76,9 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         lr: Adam learning rate (1e-3).
         betas: Adam betas ((0.5, 0.999)).
         seed: seed of the prompt initialisation.
-        prompts: a prompts file to score with, instead of training: ours (written after training) or the
-            reference's published ``{"prompt_learner": ...}`` checkpoint.
+        learned_state: a learned-state file to score with, instead of training: ours (``weights/learned_state.pt``,
+            written after training), our former prompts files, or the reference's published ``{"prompt_learner":
+            ...}`` checkpoint. It must match the backbone and activation.
         cache_max_bytes: memory budget of the training feature cache (``None``: a quarter of the free memory, at
             most 16 GiB); past it, features go to ``cache_dir`` (default: a temporary folder), then are recomputed.
         cache_dir: folder of cache entries that do not fit in memory.
@@ -107,7 +88,18 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         visualizer: anomalib visualizer or ``True`` for the default.
     """
 
-    model = BuiltOnFirstUse()
+    torch_model_class: ClassVar[type] = AnomalyCLIPModel
+    default_image_size: ClassVar[int] = 518
+    architecture_hparams: ClassVar[tuple[str, ...]] = (
+        "backbone",
+        "image_size",
+        "n_ctx",
+        "deep_prompt_length",
+        "deep_prompt_depth",
+        "feature_layers",
+    )
+    raw_scores: ClassVar[bool] = True
+    needs_class_name: ClassVar[bool] = False
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
@@ -127,7 +119,7 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         lr: float = 1e-3,
         betas: Sequence[float] = (0.5, 0.999),
         seed: int = 111,
-        prompts: str | None = None,
+        learned_state: str | None = None,
         cache_max_bytes: int | None = None,
         cache_dir: str | None = None,
         pre_processor: PreProcessor | bool = True,
@@ -135,86 +127,22 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if prompts is not None and not Path(prompts).expanduser().is_file():
-            msg = f"The prompts file {prompts!r} does not exist."
-            raise FileNotFoundError(msg)
-        if isinstance(pre_processor, bool) and pre_processor:
-            pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
+            image_size=image_size,
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
         self.recipe = AuxiliaryDataRecipe(
             type(self).__name__,
             epochs=epochs,
             lr=lr,
             betas=tuple(betas),
-            refresh=self._refresh_text_features,
             cache_max_bytes=cache_max_bytes,
             cache_dir=cache_dir,
         )
-        self.timing = InferenceTiming(type(self).__name__)
-        self.checkpoint_policy = ClipCheckpointPolicy(
-            type(self).__name__,
-            ("backbone", "image_size", "n_ctx", "deep_prompt_length", "deep_prompt_depth", "feature_layers"),
-            requested_quick_gelu=quick_gelu,
-        )
-        self.calibration = TargetCalibration(type(self).__name__)
 
-    def configure_model(self) -> None:
-        """Build the torch model and its CLIP (once); with ``prompts``, load the learned prompts from that file."""
-        if self._modules.get("model") is not None:
-            return
-        build_torch_model(self, AnomalyCLIPModel)
-        if self.hparams.prompts is not None:
-            self.model.load_prompts_file(Path(self.hparams.prompts).expanduser())
-            self.recipe.training_paths.update(prompt_training_paths(self.hparams.prompts))  # for the leakage guard
-            logger.info("AnomalyCLIP scores with the prompts of %s (no training).", self.hparams.prompts)
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> AnomalyCLIP:
-        """Lightning's ``load_from_checkpoint`` building the CLIP architecture only (every weight is in it)."""
-        return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)
-
-    # ---------------------------------------------------------------------------------------------- anomalib
-    @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | int | None = None) -> PreProcessor:
-        """Resize (bicubic) to the model input (518 by default) and CLIP mean/std normalisation."""
-        return clip_pre_processor(image_size if image_size is not None else 518)
-
-    @staticmethod
-    def configure_post_processor() -> PostProcessor:
-        """Scores are probabilities, reported raw (no normalisation); thresholds come from the target."""
-        return PostProcessor(enable_normalization=False)
-
-    @property
-    def learning_type(self) -> LearningType:
-        """``ONE_CLASS``: anomalib's engine trains it through Lightning's loop (on labelled auxiliary data)."""
-        return LearningType.ONE_CLASS
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """The recipe's: ``epochs`` fixed epochs and no sanity validation."""
-        return self.recipe.trainer_arguments
-
-    def configure_callbacks(self) -> list[Callback]:
-        """Callbacks: anomalib's components, the auxiliary-data recipe, the checkpoint policy, target calibration."""
-        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy, self.calibration, self.timing]
-
-    def configure_optimizers(self) -> Any:
-        """Adam (the recipe's) on the learnable prompts: contexts and deep prompts."""
-        return self.recipe.configure_optimizers(p for p in self.model.parameters() if p.requires_grad)
-
-    def setup(self, stage: str) -> None:
-        """Build the model; warn when a target calibrates on its test split."""
-        del stage
-        self.configure_model()
-        warn_if_calibrating_on_test(self._trainer, type(self).__name__)
-
-    # ---------------------------------------------------------------------------------------------- steps
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Any:
         """The glocal loss on the cached features of a labelled batch (mask-less images: image loss only)."""
         del args, kwargs
@@ -226,35 +154,3 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
                 features, data.gt_label, data.gt_mask, has_mask=getattr(data, "has_mask", None)
             ),
         )
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Image scores and maps of a batch (thresholds are calibrated on these)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    def _refresh_text_features(self) -> None:
-        self.model.update_text_features()
-
-    def on_train_end(self) -> None:
-        """Write the learned prompts alone, for ``--model.prompts`` on any other dataset (no checkpoint needed)."""
-        trainer = self._trainer
-        if trainer is not None and trainer.is_global_zero:
-            self.recipe.refresh_if_stale()
-            path = save_prompts(
-                self.model.learnable_state_dict(),
-                Path(trainer.default_root_dir) / PROMPTS_FILE,
-                training_paths=sorted(self.recipe.training_paths),
-            )
-            logger.info("AnomalyCLIP: learned prompts written to %s (use them with --model.prompts).", path)
-
-    # ---------------------------------------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the checkpoint policy's fields (the recipe records the training image paths)."""
-        super().on_save_checkpoint(checkpoint)
-        self.checkpoint_policy.save(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse another architecture or activation; restore the training image paths for the leakage guard."""
-        self.checkpoint_policy.load(checkpoint, self)
-        super().on_load_checkpoint(checkpoint)
-        self.recipe.load(checkpoint)

@@ -23,30 +23,18 @@ the last state is used.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
 
 from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, check_position_embedding_mode
-from anomalib_clipad.export import QuietExportMixin
-from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
-from anomalib_clipad.models.common import (
-    BuiltOnFirstUse,
-    build_torch_model,
-    clip_pre_processor,
-    load_without_original_weights,
-    resolve_class_name,
-    warn_if_calibrating_on_test,
-)
+from anomalib_clipad.models.base import ClipModelMixin
 from anomalib_clipad.training.k_shot import NormalShotsRecipe
-from anomalib_clipad.training.progress import InferenceTiming
 
 from .loss import DeviationLoss
 from .torch_model import ANOMALOUS_SUFFIX, BACKBONE, IMAGE_SIZE, NORMAL_SUFFIX, PRETRAINED, DevPromptModel
@@ -54,7 +42,7 @@ from .torch_model import ANOMALOUS_SUFFIX, BACKBONE, IMAGE_SIZE, NORMAL_SUFFIX, 
 __all__ = ["DevPrompt"]
 
 
-class DevPrompt(QuietExportMixin, AnomalibModule):
+class DevPrompt(ClipModelMixin, AnomalibModule):
     """DevPrompt: shared learnable context, class-aware suffixes, deviation loss with Top-K MIL.
 
     Args:
@@ -89,13 +77,19 @@ class DevPrompt(QuietExportMixin, AnomalibModule):
         sigma: Gaussian sigma of the pixel map at 400 px (scaled with the input size).
         position_embedding: how position embeddings follow an ``image_size`` other than the backbone's
             (``"interpolate_bicubic"``, ``"interpolate_bilinear"`` or ``"resize_at_load"``).
+        learned_state: a learned-state file (``weights/learned_state.pt`` of a training run) to score with, without
+            training or a checkpoint; it must match the backbone, activation and class.
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.
         visualizer: anomalib visualizer or ``True`` for the default.
     """
 
-    model = BuiltOnFirstUse()
+    torch_model_class: ClassVar[type] = DevPromptModel
+    default_image_size: ClassVar[int] = IMAGE_SIZE
+    architecture_hparams: ClassVar[tuple[str, ...]] = ("backbone", "image_size", "memory_layers", "position_embedding")
+    learns_per_class: ClassVar[bool] = True
+    renamed_torch_arguments: ClassVar[dict[str, str]] = {"smoothing_sigma": "sigma"}
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
@@ -124,6 +118,7 @@ class DevPrompt(QuietExportMixin, AnomalibModule):
         memory_layers: list[int] | tuple[int, ...] = (3, 8),
         sigma: float = 4.0,
         position_embedding: str = INTERPOLATE_BICUBIC,
+        learned_state: str | None = None,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -138,75 +133,15 @@ class DevPrompt(QuietExportMixin, AnomalibModule):
             raise ValueError(msg)
         check_position_embedding_mode(position_embedding)
         DeviationLoss(deviation_margin, deviation_weight, top_k_ratio, n_reference_samples=n_reference_samples)
-        if isinstance(pre_processor, bool) and pre_processor:
-            pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
+            image_size=image_size,
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
-        self.recipe = NormalShotsRecipe.from_hparams(type(self).__name__, self.hparams, self._refresh_text_features)
-        self.timing = InferenceTiming(type(self).__name__)
-        self.checkpoint_policy = ClipCheckpointPolicy(
-            type(self).__name__,
-            ("backbone", "image_size", "memory_layers", "position_embedding"),
-            requested_quick_gelu=quick_gelu,
-        )
+        self.recipe = NormalShotsRecipe.from_hparams(type(self).__name__, self.hparams)
 
-    def configure_model(self) -> None:
-        """Build DevPrompt's torch model and its CLIP (once); record the activation and weight source."""
-        build_torch_model(self, DevPromptModel, smoothing_sigma="sigma")
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> DevPrompt:
-        """Reload a trained DevPrompt from its checkpoint alone (``pretrained="checkpoint"`` by default)."""
-        return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)
-
-    # ---------------------------------------------------------------------------------------------- anomalib
-    @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | int | None = None) -> PreProcessor:
-        """Resize (bicubic) to the model input (240 by default) and CLIP mean/std normalisation."""
-        return clip_pre_processor(image_size if image_size is not None else IMAGE_SIZE)
-
-    @property
-    def learning_type(self) -> LearningType:
-        """``ONE_CLASS``: the context is trained on the normal shots (and anomalies synthesised from them)."""
-        return LearningType.ONE_CLASS
-
-    @staticmethod
-    def configure_post_processor() -> PostProcessor:
-        """Anomalib's post-processor: thresholds and normalisation from the validation split."""
-        return PostProcessor()
-
-    def configure_callbacks(self) -> list[Callback]:
-        """Callbacks: anomalib's components, then the k-shot recipe and the checkpoint policy DevPrompt owns."""
-        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy, self.timing]
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """PromptAD's recipe: fixed epochs, no sanity validation, one device."""
-        return self.recipe.trainer_arguments
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """SGD + cosine schedule on the shared context ``C`` (the only trainable parameter)."""
-        return self.recipe.configure_optimizers(self.model.prompt_learner.parameters(), self.trainer)
-
-    def setup(self, stage: str) -> None:
-        """Tokenise ``[T_n, T_a]`` for the class to train; at inference they come from the checkpoint.
-
-        Raises:
-            ValueError: training without a class name.
-        """
-        self.configure_model()
-        warn_if_calibrating_on_test(self._trainer, type(self).__name__)
-        if stage == "fit":
-            class_name = resolve_class_name(self.hparams.class_name, self._trainer)
-            self.model.set_class_name(class_name)
-            self.checkpoint_policy.class_name = class_name
-
-    # ---------------------------------------------------------------------------------------------- steps
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Any:
         """Deviation loss with Top-K MIL on the cached bags (shots and their synthesised anomalies)."""
         del args, kwargs
@@ -215,30 +150,4 @@ class DevPrompt(QuietExportMixin, AnomalibModule):
             batch,
             self.model.encode_training_images,
             lambda features: {"loss": self.model.training_loss(features, self.global_step)},
-            on_shots_encoded=self.model.build_vision_memory,
         )
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Scores of a validation batch, on which anomalib calibrates thresholds."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    def _refresh_text_features(self) -> None:
-        self.model.update_text_features()
-
-    # ---------------------------------------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add the class of ``[T_n, T_a]`` to the checkpoint (the recipe adds the shot paths)."""
-        super().on_save_checkpoint(checkpoint)
-        self.checkpoint_policy.save(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Check architecture and activation, then restore the class and the shot paths of the checkpoint."""
-        self.checkpoint_policy.load(checkpoint, self)
-        super().on_load_checkpoint(checkpoint)
-        self.recipe.load(checkpoint)
-
-    @property
-    def few_shot_paths(self) -> list[str]:
-        """Paths of the k normal shots DevPrompt was trained on."""
-        return self.recipe.few_shot_paths

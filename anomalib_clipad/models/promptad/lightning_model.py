@@ -16,46 +16,32 @@ CLI::
 
 The prompts are trained for ``epochs`` (100) on exactly ``k_shot`` normal training images chosen with ``seed``
 (:class:`~anomalib_clipad.training.k_shot.NormalShotsRecipe`, which the model owns); the last state is used. The
-CLIP is built where Lightning configures the model (:class:`~anomalib_clipad.models.common.BuiltOnFirstUse`).
+Lightning surface (building, checkpoints, the learned-state file, scoring preparation) is the shared
+:class:`~anomalib_clipad.models.base.ClipModelMixin`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback
 
 from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, check_position_embedding_mode
-from anomalib_clipad.export import QuietExportMixin
-from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
-from anomalib_clipad.models.common import (
-    BuiltOnFirstUse,
-    build_torch_model,
-    clip_pre_processor,
-    load_without_original_weights,
-    resolve_class_name,
-    warn_if_calibrating_on_test,
-)
+from anomalib_clipad.models.base import ClipModelMixin
 from anomalib_clipad.training.k_shot import NormalShotsRecipe
-from anomalib_clipad.training.progress import InferenceTiming
 
 from .torch_model import BACKBONE, MEMORY_TAPS, PRETRAINED, PromptADModel, resolve_anomaly_states
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["PromptAD"]
 
 
-class PromptAD(QuietExportMixin, AnomalibModule):
+class PromptAD(ClipModelMixin, AnomalibModule):
     """PromptAD: one-class prompt learning with semantic concatenation and an explicit anomaly margin.
 
     Args:
@@ -92,13 +78,25 @@ class PromptAD(QuietExportMixin, AnomalibModule):
         memory_tap: where the memory tokens of layer ``l`` are read: ``"block_output"`` (output of block ``l``, the
             paper) or ``"reference"`` (inside block ``l + 1`` after its attention residual, where the official code's
             hooks read them; reproduces the reference implementation's numbers).
+        learned_state: a learned-state file (``weights/learned_state.pt`` of a training run) to score with, without
+            training or a checkpoint; it must match the backbone, activation and class.
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.
         visualizer: anomalib visualizer or ``True`` for the default.
     """
 
-    model = BuiltOnFirstUse()
+    torch_model_class: ClassVar[type] = PromptADModel
+    default_image_size: ClassVar[int] = 240
+    architecture_hparams: ClassVar[tuple[str, ...]] = (
+        "backbone",
+        "image_size",
+        "k_shot",
+        "memory_layers",
+        "memory_tap",
+        "position_embedding",
+    )
+    learns_per_class: ClassVar[bool] = True
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
@@ -126,6 +124,7 @@ class PromptAD(QuietExportMixin, AnomalibModule):
         sigma: float = 4.0,
         memory_tap: str = "block_output",
         position_embedding: str = INTERPOLATE_BICUBIC,
+        learned_state: str | None = None,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -138,106 +137,21 @@ class PromptAD(QuietExportMixin, AnomalibModule):
         check_position_embedding_mode(position_embedding)
         if anomaly_states is not None:
             resolve_anomaly_states(class_name or "object", anomaly_states)  # malformed user states fail early
-        if isinstance(pre_processor, bool) and pre_processor:
-            pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
+            image_size=image_size,
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
-        self.recipe = NormalShotsRecipe.from_hparams(type(self).__name__, self.hparams, self._refresh_text_features)
-        # k_shot sizes the memories; memory_tap changes what they hold
-        self.timing = InferenceTiming(type(self).__name__)
-        self.checkpoint_policy = ClipCheckpointPolicy(
-            type(self).__name__,
-            ("backbone", "image_size", "k_shot", "memory_layers", "memory_tap", "position_embedding"),
-            requested_quick_gelu=quick_gelu,
-        )
+        self.recipe = NormalShotsRecipe.from_hparams(type(self).__name__, self.hparams)
 
-    def configure_model(self) -> None:
-        """Build the torch model and its CLIP (once); record the activation and weight source."""
-        build_torch_model(self, PromptADModel)
+    def anomaly_states(self, class_name: str) -> Sequence[str] | None:
+        """The user's ``anomaly_states``, else the built-in list of the category (see ``resolve_anomaly_states``)."""
+        del class_name
+        return self.hparams.anomaly_states
 
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> PromptAD:
-        """Lightning's ``load_from_checkpoint`` with ``pretrained="checkpoint"`` by default (no original weights)."""
-        return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)
-
-    # ---------------------------------------------------------------------------------------------- anomalib
-    @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | int | None = None) -> PreProcessor:
-        """Resize (bicubic) to the model input (240 by default) and CLIP mean/std normalisation."""
-        return clip_pre_processor(image_size if image_size is not None else 240)
-
-    @staticmethod
-    def configure_post_processor() -> PostProcessor:
-        """Anomalib's post-processor (thresholds and normalisation calibrated on the validation set)."""
-        return PostProcessor()
-
-    @property
-    def learning_type(self) -> LearningType:
-        """``ONE_CLASS``: trained on normal images only, through Lightning's loop (see the recipe)."""
-        return LearningType.ONE_CLASS
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """The recipe's: ``epochs`` fixed epochs, no sanity validation, one device."""
-        return self.recipe.trainer_arguments
-
-    def configure_callbacks(self) -> list[Callback]:
-        """The component callbacks of anomalib, the training recipe and the checkpoint policy."""
-        return [*super().configure_callbacks(), self.recipe, self.checkpoint_policy, self.timing]
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """SGD + cosine schedule (the recipe's) on the learnable prompts."""
-        return self.recipe.configure_optimizers(self.model.prompt_learners.parameters(), self.trainer)
-
-    def setup(self, stage: str) -> None:
-        """Build the prompts of the class to train (``class_name`` or the datamodule's ``category``).
-
-        At inference the prompts come from the checkpoint, whose class the checkpoint policy checks.
-
-        Raises:
-            ValueError: training without a class name.
-        """
-        self.configure_model()
-        warn_if_calibrating_on_test(self._trainer, type(self).__name__)
-        if stage == "fit":
-            class_name = resolve_class_name(self.hparams.class_name, self._trainer)
-            self.model.configure_prompts(class_name, self.hparams.anomaly_states)
-            self.checkpoint_policy.class_name = class_name
-
-    # ---------------------------------------------------------------------------------------------- steps
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Any:
         """Both heads' losses (CE + EAM + λ align) on the cached features of the shots."""
         del args, kwargs
-        return self.recipe.training_step(
-            self, batch, self.model.encode_images, self.model.losses, on_shots_encoded=self.model.build_memory
-        )
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Score a validation batch (the post-processor calibrates thresholds on it)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    def _refresh_text_features(self) -> None:
-        self.model.update_text_features()
-
-    # ---------------------------------------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the class of the prompts (the recipe records the shot paths)."""
-        super().on_save_checkpoint(checkpoint)
-        self.checkpoint_policy.save(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse another architecture or activation; restore the class and the shot paths."""
-        self.checkpoint_policy.load(checkpoint, self)
-        super().on_load_checkpoint(checkpoint)
-        self.recipe.load(checkpoint)
-
-    @property
-    def few_shot_paths(self) -> list[str]:
-        """The image paths of the k shots (from training or the checkpoint)."""
-        return self.recipe.few_shot_paths
+        return self.recipe.training_step(self, batch, self.model.encode_images, self.model.losses)

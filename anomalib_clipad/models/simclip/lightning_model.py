@@ -22,289 +22,47 @@ CLI::
         --data.root datasets/VisA
     anomalib test --model SimCLIP --model.pretrained checkpoint --ckpt_path <model.ckpt> \
         --data MVTecAD --data.category screw --data.val_split_mode from_test
-    anomalib test --model SimCLIP --model.prompts <prompts.pt> --data MVTecAD --data.category screw
-    anomalib test --model SimCLIP --model.k_shot 1 --model.prompts <prompts.pt> --data MVTecAD --data.category screw
+    anomalib test --model SimCLIP --model.learned_state <learned_state.pt> --data MVTecAD --data.category screw
+    anomalib test --model SimCLIP --model.k_shot 1 --model.learned_state <learned_state.pt> \
+        --data MVTecAD --data.category screw
 
 The adapters, IPT and CLIP's two projection heads train for ``epochs`` (5) with Adam on the auxiliary data
 (:class:`~anomalib_clipad.training.auxiliary.AuxiliaryDataRecipe`, which caches the frozen image features once per
 image), each image with the prompts of its own class (``batch.category``); the last state is used. After training the
-learned weights alone are written next to the checkpoint as a small file (``weights/prompts/prompts.pt``) that
-``--model.prompts`` takes, as it takes the reference's published weights (its ``{"clip": ...}`` and
-``{"trainable_linearlayer": ...}`` files, through
-:func:`~anomalib_clipad.models.simclip.torch_model.convert_reference_weights`).
+learned weights alone are written next to the checkpoint as a small file (``weights/learned_state.pt``) that
+``--model.learned_state`` takes, as it takes the reference's published weights (its ``{"clip": ...}`` and
+``{"trainable_linearlayer": ...}`` files, given as a list of the two).
 
 On a target, the text prototypes are computed for the target's class with the learned IPT (any class: a model trained
 on VisA tests on any MVTec AD category, with a log line); SimCLIP+ (``k_shot >= 1``) fills its memory gallery with
 ``k_shot`` normal images drawn (seeded) from the target's **train** split, their paths logged and stored in the
 checkpoint. Thresholds are calibrated on a held-out split of the target
-(:class:`~anomalib_clipad.training.calibration.TargetCalibration`); scores are reported raw.
+(:func:`~anomalib_clipad.training.calibration.calibrate_on_target`); scores are reported raw.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import pickle
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
-from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
 from anomalib.models import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import Visualizer
-from lightning.pytorch import Callback, LightningModule, Trainer
 
-from anomalib_clipad.data.shots import collect_shots
-from anomalib_clipad.export import QuietExportMixin
-from anomalib_clipad.models.checkpoint_policy import ClipCheckpointPolicy
-from anomalib_clipad.models.common import (
-    BuiltOnFirstUse,
-    build_torch_model,
-    clip_pre_processor,
-    clip_transform,
-    load_without_original_weights,
-    resolve_class_name,
-    warn_if_calibrating_on_test,
-)
+from anomalib_clipad.models.base import ClipModelMixin
+from anomalib_clipad.models.common import resolve_class_name
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
-from anomalib_clipad.training.calibration import TargetCalibration
-from anomalib_clipad.training.progress import InferenceTiming
 
-from .torch_model import IMAGE_SCORE_MAPS, SimCLIPModel, convert_reference_weights
+from .torch_model import IMAGE_SCORE_MAPS, SimCLIPModel
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["SimCLIP", "load_learned_weights", "save_learned_weights"]
-
-PROMPTS_FILE = Path("weights") / "prompts" / "prompts.pt"
-"""Where training writes the learned weights, relative to the run's folder."""
-FORMAT = "anomalib_clipad.simclip.weights"
-FORMAT_VERSION = 1
-_ANOMALYCLIP_FORMAT = "anomalib_clipad.anomalyclip.prompts"
-_REFERENCE_CLIP_KEY = "clip"
-_REFERENCE_ADAPTER_KEY = "trainable_linearlayer"
-_REFERENCE_PATHS_KEY = "simclip_reference_paths"
-_REFERENCE_CLASS_KEY = "simclip_reference_class"
-_TRAINING_CLASSES_KEY = "simclip_training_classes"
+__all__ = ["SimCLIP"]
 
 
-# ---------------------------------------------------------------------------------------------- learned-weights files
-def save_learned_weights(
-    model: SimCLIPModel,
-    path: str | os.PathLike,
-    training_classes: Sequence[str] = (),
-    training_paths: Sequence[str] = (),
-) -> Path:
-    """Write a model's learned weights (adapters, IPT, projections) as a small file for ``--model.prompts``.
-
-    Format: ``{"format": "anomalib_clipad.simclip.weights", "version": 1, "weights": {name: tensor}, "backbone",
-    "feature_layers", "image_size", "quick_gelu", "training_classes"}``, the names those of
-    :meth:`~anomalib_clipad.models.simclip.torch_model.SimCLIPModel.learnable_state_dict`.
-
-    Args:
-        model: the torch model.
-        path: where to write it (parent folders are created).
-        training_classes: the classes of the training images (recorded for the logs).
-        training_paths: the auxiliary training images, so that a model scoring with the file alone still refuses a
-            target made of them (the leakage guard).
-
-    Returns:
-        The path written.
-    """
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = {name: tensor.float().contiguous() for name, tensor in model.learnable_state_dict().items()}
-    content = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "weights": weights,
-        "backbone": model.backbone,
-        "feature_layers": list(model.feature_layers),
-        "image_size": model.image_size,
-        "quick_gelu": bool(model.clip_hparams.get("quick_gelu", True)),
-        "training_classes": sorted(training_classes),
-        "training_paths": sorted(training_paths),
-    }
-    torch.save(content, path)
-    return path
-
-
-def _read(path: Path) -> Any:
-    if not path.is_file():
-        msg = f"SimCLIP learned-weights file {str(path)!r} does not exist."
-        raise FileNotFoundError(msg)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
-        first_line = str(error).splitlines()[0][:300] if str(error) else ""
-        msg = (
-            f"{str(path)!r} is not a SimCLIP learned-weights file that can be read safely (weights_only=True): "
-            f"{type(error).__name__}: {first_line}"
-        )
-        raise ValueError(msg) from error
-
-
-def _check_recorded_architecture(content: Mapping[str, Any], model: SimCLIPModel, source: str) -> None:
-    expected = {"backbone": model.backbone, "feature_layers": list(model.feature_layers)}
-    for name, value in expected.items():
-        stored = content.get(name)
-        if stored is None:
-            continue
-        stored = list(stored) if isinstance(stored, list | tuple) else stored
-        if stored != value:
-            msg = (
-                f"{source} holds SimCLIP weights learned with {name}={stored!r}, but this model has {name}={value!r}. "
-                f"Build the model with the file's setting (CLI: `--model.{name} {stored}`)."
-            )
-            raise ValueError(msg)
-
-
-def load_learned_weights(
-    paths: str | os.PathLike | Sequence[str | os.PathLike],
-    model: SimCLIPModel,
-) -> dict[str, Any]:
-    """Load learned weights into a model: our file, or the reference's published pair of files.
-
-    Accepted:
-
-    * **ours** (:func:`save_learned_weights`), one file;
-    * **the reference's** (ChengHaodeng/SimCLIP ``train.py``): the CLIP file ``{"clip": state_dict}`` (its IPT and
-      fine-tuned projections) and the adapter file ``{"trainable_linearlayer": state_dict}``, given as two paths in
-      any order (or one file holding both keys). They were trained on plain GELU (see the model's ``quick_gelu``).
-
-    All files are read with ``torch.load(..., weights_only=True)``.
-
-    Args:
-        paths: one path, or a sequence of paths (the reference's two files).
-        model: the torch model; its text prototypes are recomputed if it has a class, cleared otherwise.
-
-    Returns:
-        What the file records besides the weights (ours: ``backbone``, ``feature_layers``, ``image_size``,
-        ``quick_gelu``, ``training_classes``; nothing for the reference's files).
-
-    Raises:
-        FileNotFoundError: a file does not exist.
-        ValueError: a file cannot be read safely, is of another format or model (e.g. an AnomalyCLIP prompts file),
-            was made for another backbone or feature layers, or the reference pair is incomplete.
-    """
-    single = isinstance(paths, str | os.PathLike)
-    files = [Path(path).expanduser() for path in ([paths] if single else paths)]
-    if not files:
-        msg = "No SimCLIP learned-weights file given."
-        raise ValueError(msg)
-    reference: dict[str, Mapping[str, Any]] = {}
-    for path in files:
-        content, source = _read(path), repr(str(path))
-        if not isinstance(content, Mapping):
-            msg = f"{source} holds a {type(content).__name__}, not a SimCLIP learned-weights dictionary."
-            raise ValueError(msg)
-        if content.get("format") == FORMAT:
-            if len(files) > 1:
-                msg = f"{source} is a complete SimCLIP learned-weights file: pass it alone."
-                raise ValueError(msg)
-            model.load_learnable_state_dict(_our_weights(content, model, source))
-            return {key: value for key, value in content.items() if key not in {"format", "version", "weights"}}
-        if content.get("format") == _ANOMALYCLIP_FORMAT:
-            msg = f"{source} is an AnomalyCLIP prompts file, not SimCLIP weights: use it with `--model AnomalyCLIP`."
-            raise ValueError(msg)
-        kinds = {
-            "clip": _REFERENCE_CLIP_KEY in content or "x_learner_proj.linear.weight" in content,
-            "adapters": _REFERENCE_ADAPTER_KEY in content or "fc.0.weight" in content,
-        }
-        if not any(kinds.values()):
-            msg = (
-                f"{source} is neither an anomalib-clipad SimCLIP learned-weights file nor one of the reference SimCLIP "
-                f"files ({{'{_REFERENCE_CLIP_KEY}': ...}}, {{'{_REFERENCE_ADAPTER_KEY}': ...}}); its keys: "
-                f"{list(content)[:8]}."
-            )
-            raise ValueError(msg)
-        reference.update({kind: content for kind, found in kinds.items() if found})
-    model.load_learnable_state_dict(_reference_weights(reference, model))
-    return {}
-
-
-def _our_weights(content: Mapping[str, Any], model: SimCLIPModel, source: str) -> dict[str, torch.Tensor]:
-    """The weights of our file, after checking its version and the architecture it records."""
-    if content.get("version") != FORMAT_VERSION:
-        msg = (
-            f"{source} is a SimCLIP learned-weights file of version {content.get('version')}; this version reads "
-            f"{FORMAT_VERSION}."
-        )
-        raise ValueError(msg)
-    _check_recorded_architecture(content, model, source)
-    recorded_gelu, current_gelu = content.get("quick_gelu"), bool(model.clip_hparams.get("quick_gelu", True))
-    if recorded_gelu is not None and bool(recorded_gelu) != current_gelu:
-        logger.warning(
-            "SimCLIP: the weights of %s were learned with quick_gelu=%s, this model uses quick_gelu=%s: scores will "
-            "differ from the training run's (build it with `--model.quick_gelu %s`).",
-            source,
-            bool(recorded_gelu),
-            current_gelu,
-            str(bool(recorded_gelu)).lower(),
-        )
-    weights = content.get("weights")
-    if not isinstance(weights, Mapping):
-        msg = f"{source} has no 'weights' dictionary."
-        raise ValueError(msg)
-    return dict(weights)
-
-
-def _reference_weights(reference: Mapping[str, Mapping[str, Any]], model: SimCLIPModel) -> dict[str, torch.Tensor]:
-    """Our weights from the reference's CLIP and adapter files (both needed)."""
-    if "clip" not in reference or "adapters" not in reference:
-        missing = (
-            "CLIP file ({'clip': ...})" if "clip" not in reference else "adapter file ({'trainable_linearlayer': ...})"
-        )
-        msg = (
-            f"The reference SimCLIP weights come as two files; the {missing} is missing. Pass both: "
-            "`--model.prompts '[clip.pth, adapters.pth]'`."
-        )
-        raise ValueError(msg)
-    adapters = reference["adapters"]
-    adapter_state = adapters.get(_REFERENCE_ADAPTER_KEY, adapters)
-    n_adapters = sum(1 for key in adapter_state if key.startswith("fc.") and key.endswith(".weight"))
-    if n_adapters != len(model.feature_layers):
-        msg = (
-            f"The reference adapters hold {n_adapters} layers, this model reads {len(model.feature_layers)} "
-            f"(feature_layers={list(model.feature_layers)})."
-        )
-        raise ValueError(msg)
-    try:
-        weights = convert_reference_weights(reference["clip"], adapters, model.feature_layers)
-    except KeyError as error:
-        raise ValueError(str(error.args[0]) if error.args else str(error)) from error
-    if model.clip_hparams.get("quick_gelu", True):
-        logger.warning(
-            "SimCLIP: the reference trained its published weights on plain GELU (its open_clip builds ViT-L-14-336 at "
-            "518 px without QuickGELU); this model uses QuickGELU. Build it with `--model.quick_gelu false` to "
-            "reproduce the reference's numbers."
-        )
-    return weights
-
-
-# ---------------------------------------------------------------------------------------------- the target set-up
-class _TargetSetup(Callback):
-    """Before scoring a target: prompts of its class, and for SimCLIP+ the memory of its normal train images.
-
-    Runs after the checkpoint policy (which re-builds the prompts for another class where it can) and before the
-    target calibration (which scores the held-out split with them).
-    """
-
-    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Prepare the target (see the class docstring)."""
-        pl_module.prepare_target(trainer)
-
-    on_test_start = on_validation_start
-    on_predict_start = on_validation_start
-
-
-class SimCLIP(QuietExportMixin, AnomalibModule):
+class SimCLIP(ClipModelMixin, AnomalibModule):
     """SimCLIP (``k_shot=0``) and SimCLIP+ (``k_shot >= 1``): MHVA adapters and IPT on a frozen OpenAI CLIP.
 
     Args:
@@ -340,9 +98,9 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
         epochs: training epochs (5, the paper); the last state is used.
         lr: Adam learning rate (1e-3).
         betas: Adam betas ((0.5, 0.999), reference ``train.py``).
-        prompts: learned weights to score with, without training or a checkpoint: a file written after training
-            (``weights/prompts/prompts.pt``), or the reference's two published files as a list
-            (``[clip.pth, adapters.pth]``).
+        learned_state: learned weights to score with, without training or a checkpoint: a file written after
+            training (``weights/learned_state.pt``), our former SimCLIP weights files, or the reference's two published
+            files as a list (``[clip.pth, adapters.pth]``). It must match the backbone and feature layers.
         cache_max_bytes: memory budget of the training feature cache (``None``: a quarter of the free memory, at
             most 16 GiB); past it, features go to ``cache_dir`` (default: a temporary folder), then are recomputed.
         cache_dir: folder of cache entries that do not fit in memory.
@@ -353,10 +111,20 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
 
     Raises:
         ValueError: negative ``k_shot``, unknown ``image_score_map``, ``epochs`` below 1 or a negative ``lr``.
-        FileNotFoundError: a ``prompts`` file does not exist.
+        FileNotFoundError: a ``learned_state`` file does not exist.
     """
 
-    model = BuiltOnFirstUse()
+    torch_model_class: ClassVar[type] = SimCLIPModel
+    default_image_size: ClassVar[int] = 518
+    architecture_hparams: ClassVar[tuple[str, ...]] = (
+        "backbone",
+        "image_size",
+        "feature_layers",
+        "prompt_size",
+        "prompt_hidden_size",
+    )
+    raw_scores: ClassVar[bool] = True
+    draws_references: ClassVar[bool] = True
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
         self,
@@ -381,7 +149,7 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
         epochs: int = 5,
         lr: float = 1e-3,
         betas: Sequence[float] = (0.5, 0.999),
-        prompts: str | list[str] | None = None,
+        learned_state: str | list[str] | None = None,
         cache_max_bytes: int | None = None,
         cache_dir: str | None = None,
         pre_processor: PreProcessor | bool = True,
@@ -395,107 +163,26 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
         if image_score_map not in IMAGE_SCORE_MAPS:
             msg = f"image_score_map must be one of {IMAGE_SCORE_MAPS}, got {image_score_map!r}."
             raise ValueError(msg)
-        for path in [prompts] if isinstance(prompts, str) else list(prompts or []):
+        for path in [learned_state] if isinstance(learned_state, str) else list(learned_state or []):
             if not Path(path).expanduser().is_file():
-                msg = f"The prompts file {path!r} does not exist."
+                msg = f"The learned-state file {path!r} does not exist."
                 raise FileNotFoundError(msg)
-        if isinstance(pre_processor, bool) and pre_processor:
-            pre_processor = self.configure_pre_processor(image_size)
         super().__init__(
+            image_size=image_size,
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
         self.recipe = AuxiliaryDataRecipe(
             type(self).__name__,
             epochs=epochs,
             lr=lr,
             betas=tuple(betas),
-            refresh=self._refresh_text_features,
             cache_max_bytes=cache_max_bytes,
             cache_dir=cache_dir,
         )
-        self.timing = InferenceTiming(type(self).__name__)
-        self.checkpoint_policy = ClipCheckpointPolicy(
-            type(self).__name__,
-            ("backbone", "image_size", "feature_layers", "prompt_size", "prompt_hidden_size"),
-            requested_quick_gelu=quick_gelu,
-            rebuild_for_class=self._rebuild_for_class,
-        )
-        self.target_setup = _TargetSetup()
-        self.calibration = TargetCalibration(type(self).__name__)
-        self.reference_paths: list[str] = []
-        """SimCLIP+: the normal train images of the memory gallery."""
-        self.reference_class: str | None = None
-        """SimCLIP+: the class whose images are in the memory gallery."""
-        self.training_classes: set[str] = set()
-        """The classes of the auxiliary training images."""
 
-    def configure_model(self) -> None:
-        """Build the torch model and its CLIP (once); with ``prompts``, load the learned weights from there."""
-        if self._modules.get("model") is not None:
-            return
-        build_torch_model(self, SimCLIPModel)
-        if self.hparams.prompts is not None:
-            recorded = load_learned_weights(self.hparams.prompts, self.model)
-            self.training_classes.update(recorded.get("training_classes", []))
-            self.recipe.training_paths.update(recorded.get("training_paths", []))  # for the leakage guard
-            logger.info("SimCLIP scores with the learned weights of %s (no training).", self.hparams.prompts)
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SimCLIP:
-        """Lightning's ``load_from_checkpoint`` building the CLIP architecture only (every weight is in it).
-
-        The checkpoint holds the learned weights, so a ``prompts`` file it was made with is not read again.
-        """
-        kwargs.setdefault("prompts", None)
-        return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)
-
-    # ---------------------------------------------------------------------------------------------- anomalib
-    @classmethod
-    def configure_pre_processor(cls, image_size: tuple[int, int] | int | None = None) -> PreProcessor:
-        """Resize (bicubic) to the model input (518 by default) and CLIP mean/std normalisation."""
-        return clip_pre_processor(image_size if image_size is not None else 518)
-
-    @staticmethod
-    def configure_post_processor() -> PostProcessor:
-        """Scores are probabilities, reported raw (no normalisation); thresholds come from the target."""
-        return PostProcessor(enable_normalization=False)
-
-    @property
-    def learning_type(self) -> LearningType:
-        """``ONE_CLASS``: anomalib's engine trains it through Lightning's loop (on labelled auxiliary data)."""
-        return LearningType.ONE_CLASS
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """The recipe's: ``epochs`` fixed epochs and no sanity validation."""
-        return self.recipe.trainer_arguments
-
-    def configure_callbacks(self) -> list[Callback]:
-        """Callbacks: anomalib's, the recipe, the checkpoint policy, the target set-up and calibration."""
-        return [
-            *super().configure_callbacks(),
-            self.recipe,
-            self.checkpoint_policy,
-            self.target_setup,
-            self.calibration,
-            self.timing,
-        ]
-
-    def configure_optimizers(self) -> Any:
-        """Adam (the recipe's) on the trainable parameters: adapters, IPT and the two projection heads."""
-        return self.recipe.configure_optimizers(p for p in self.model.parameters() if p.requires_grad)
-
-    def setup(self, stage: str) -> None:
-        """Build the model; warn when a target calibrates on its test split."""
-        del stage
-        self.configure_model()
-        warn_if_calibrating_on_test(self._trainer, type(self).__name__)
-
-    # ---------------------------------------------------------------------------------------------- steps
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Any:
         """The loss on the cached features of a labelled batch, each image with its own class's prompts.
 
@@ -511,7 +198,6 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             )
             raise ValueError(msg)
         names = self._class_names(batch)
-        self.training_classes.update(names)
         return self.recipe.training_step(
             self,
             batch,
@@ -542,110 +228,3 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             )
             raise ValueError(msg) from error
         return [name] * size
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
-        """Image scores and maps of a batch (thresholds are calibrated on these)."""
-        del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
-
-    def _refresh_text_features(self) -> None:
-        """Recompute the stored text prototypes from the current weights, for the class set on the model (if any)."""
-        if self.model.class_name is not None:
-            self.model.update_text_features()
-
-    def on_train_end(self) -> None:
-        """Write the learned weights alone, for ``--model.prompts`` on any other dataset (no checkpoint needed)."""
-        trainer = self._trainer
-        if trainer is not None and trainer.is_global_zero:
-            self.recipe.refresh_if_stale()
-            path = Path(trainer.default_root_dir) / PROMPTS_FILE
-            save_learned_weights(
-                self.model, path, sorted(self.training_classes), training_paths=sorted(self.recipe.training_paths)
-            )
-            logger.info("SimCLIP: learned weights written to %s (use them with --model.prompts).", path)
-
-    # ---------------------------------------------------------------------------------------------- the target
-    def _rebuild_for_class(self, class_name: str) -> None:
-        """The checkpoint policy's hook: text prototypes of another class, with the learned IPT."""
-        self.model.set_class_name(class_name)
-        logger.info(
-            "SimCLIP: prompts rebuilt for class %r with the learned IPT and adapters (trained on: %s).",
-            class_name,
-            ", ".join(sorted(self.training_classes)) or "not recorded",
-        )
-
-    def prepare_target(self, trainer: Trainer | None) -> None:
-        """Prompts of the target's class and, for SimCLIP+, the memory gallery of its normal train images.
-
-        Called at the start of validation, test and prediction (after any checkpoint restore and the policy's class
-        check). Kept when they already belong to the target.
-
-        Raises:
-            ValueError: no class name (neither ``class_name`` nor a datamodule ``category``, and none restored), or
-                SimCLIP+ without a train split to draw its reference images from (and none restored for the class).
-        """
-        model = self.model
-        try:
-            requested = resolve_class_name(self.hparams.class_name, trainer)
-        except ValueError as error:
-            if model.class_name is None:
-                msg = f"SimCLIP builds class-aware prompts. {error}"
-                raise ValueError(msg) from error
-            requested = model.class_name
-        prototypes_ready = all(prototypes.is_ready for prototypes in model.text_prototypes.values())
-        if model.class_name != requested or not prototypes_ready:
-            model.set_class_name(requested)
-            logger.info(
-                "SimCLIP: prompts built for class %r with the learned IPT and adapters (trained on: %s).",
-                requested,
-                ", ".join(sorted(self.training_classes)) or "not recorded",
-            )
-        self.checkpoint_policy.class_name = requested
-        if self.hparams.k_shot:
-            self._prepare_memory(trainer, requested)
-
-    def _prepare_memory(self, trainer: Trainer | None, class_name: str) -> None:
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        train_data = getattr(datamodule, "train_data", None)
-        k_shot, seed = int(self.hparams.k_shot), int(self.hparams.seed)
-        if train_data is None:
-            if self.model.memory_ready and self.reference_class == class_name:
-                return
-            msg = (
-                f"SimCLIP+ (k_shot={k_shot}) draws its {k_shot} normal reference image(s) from the train split of the "
-                f"target datamodule, but {type(datamodule).__name__ if datamodule is not None else 'none'} has none, "
-                f"and no memory of class {class_name!r} was restored: test with a datamodule of the target (e.g. "
-                "`--data MVTecAD --data.category ...`), or a checkpoint of a SimCLIP+ test on that class."
-            )
-            raise ValueError(msg)
-        transform = getattr(self.pre_processor, "transform", None) or clip_transform(self.hparams.image_size)
-        shots = collect_shots(train_data, k_shot, seed, transform)
-        if shots.paths == self.reference_paths and self.reference_class == class_name and self.model.memory_ready:
-            return
-        self.model.build_memory(shots.images.to(self.device))
-        self.reference_paths, self.reference_class = shots.paths, class_name
-        logger.info(
-            "SimCLIP+ memory gallery of class %r from %d normal train image(s) of the target (seed %d): %s",
-            class_name,
-            k_shot,
-            seed,
-            shots.paths,
-        )
-
-    # ---------------------------------------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the policy's fields, the memory gallery's images and class, and the training classes."""
-        super().on_save_checkpoint(checkpoint)
-        self.checkpoint_policy.save(checkpoint)
-        checkpoint[_REFERENCE_PATHS_KEY] = list(self.reference_paths)
-        checkpoint[_REFERENCE_CLASS_KEY] = self.reference_class
-        checkpoint[_TRAINING_CLASSES_KEY] = sorted(self.training_classes)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse another architecture or activation; restore the training image paths and the gallery's record."""
-        self.checkpoint_policy.load(checkpoint, self)
-        super().on_load_checkpoint(checkpoint)
-        self.recipe.load(checkpoint)
-        self.reference_paths = list(checkpoint.get(_REFERENCE_PATHS_KEY, []))
-        self.reference_class = checkpoint.get(_REFERENCE_CLASS_KEY)
-        self.training_classes = set(checkpoint.get(_TRAINING_CLASSES_KEY, []))

@@ -1,0 +1,455 @@
+# Copyright (C) 2026 anomalib-clipad contributors
+# SPDX-License-Identifier: Apache-2.0
+
+"""The Lightning surface every anomalib-clipad model shares, written once.
+
+Every model is declared as ``class PromptAD(ClipModelMixin, AnomalibModule)``: a mixin first, then anomalib's
+``AnomalibModule`` *directly* (anomalib's ``get_model`` / ``list_models`` see only direct subclasses of
+``AnomalibModule``, which the registration tests check; anomalib's own ``Patchcore(MemoryBankMixin, AnomalibModule)``
+is built the same way). A model file keeps its explicit ``__init__`` signature (jsonargparse builds ``--model.<arg>``
+from it) and what is particular to its paper: its checks, its training step and the class attributes below.
+
+What the mixin provides:
+
+* **Building.** ``model`` is the torch model (a :class:`~anomalib_clipad.models.interface.ClipAnomalyDetector`),
+  built from the hyper-parameters where Lightning configures the model (``configure_model``), so that weight-loading
+  errors reach the user unwrapped; ``load_from_checkpoint`` builds the CLIP architecture only.
+* **anomalib's surface.** ``configure_pre_processor`` (bicubic resize + CLIP normalisation),
+  ``configure_post_processor`` (raw probabilities for the auxiliary-data models), ``learning_type``,
+  ``trainer_arguments`` and ``configure_optimizers`` (the training recipe's), ``configure_callbacks``,
+  ``validation_step``, quiet ONNX/OpenVINO export.
+* **State with one owner.** The model owns what it was set up or trained for: the torch model's ``class_name``, the
+  images the learned state was fitted on (:attr:`ClipModelMixin.training_paths`, for the leakage guard) and the
+  normal images of its reference memory (:attr:`ClipModelMixin.reference_paths`). Callbacks (the training recipe,
+  the checkpoint policy) read it or ask the model to change it; nothing depends on the order of callbacks.
+* **Before scoring** (:meth:`ClipModelMixin.prepare_for_scoring`, at the start of validation, test and prediction, in
+  one fixed sequence): real weights; the inference state current; the requested class (re-built where the method can,
+  refused where its learned state belongs to another class); the reference memory of the target (drawn, seeded, from
+  its train split, for the set-up-time few-shot models); the leakage guard; readiness; and, for the models reporting
+  raw probabilities, thresholds from a held-out split of the target.
+* **The learned-state file** (:mod:`anomalib_clipad.models.learned_state`): written after every fit or few-shot
+  set-up to ``<run>/weights/learned_state.pt``; ``learned_state=<file>`` scores from it with no training.
+* **Checkpoints** record the class and the provenance, refuse another architecture or activation
+  (:class:`~anomalib_clipad.models.checkpoint_policy.ClipCheckpointPolicy`), and hold every weight.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from lightning.pytorch import Callback, Trainer
+
+from anomalib_clipad.data.shots import draw_reference_shots
+from anomalib_clipad.export import QuietExportMixin
+from anomalib_clipad.models.checkpoint_policy import ClassMismatchError, ClipCheckpointPolicy
+from anomalib_clipad.models.common import (
+    BuiltOnFirstUse,
+    build_torch_model,
+    clip_pre_processor,
+    clip_transform,
+    load_without_original_weights,
+    resolve_class_name,
+    warn_if_calibrating_on_test,
+)
+from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, read_learned_state
+from anomalib_clipad.training.calibration import calibrate_on_target
+from anomalib_clipad.training.progress import InferenceTiming
+
+logger = logging.getLogger(__name__)
+
+ANOMALIB_COMPONENTS = ("pre_processor", "post_processor", "evaluator", "visualizer")
+"""Constructor arguments that are anomalib components, not hyper-parameters."""
+
+TRAINING_PATHS_KEY = "clipad_training_paths"
+REFERENCE_PATHS_KEY = "clipad_reference_paths"
+TRAINING_CLASSES_KEY = "clipad_training_classes"
+
+
+class ClipModelMixin(QuietExportMixin):
+    """The shared Lightning surface of anomalib-clipad's models (see the module docstring).
+
+    A model sets these class attributes:
+
+    Attributes:
+        torch_model_class: the torch model it builds from its hyper-parameters.
+        default_image_size: the input size of :meth:`configure_pre_processor` when none is given.
+        architecture_hparams: hyper-parameters a checkpoint must share with the model (they shape the weights).
+        raw_scores: ``True`` when scores are probabilities reported raw, with thresholds calibrated on the target
+            (the auxiliary-data models); ``False``: anomalib's post-processor with normalisation.
+        learns_per_class: ``True`` when the learned state belongs to one class (PromptAD, DevPrompt): the class is set
+            before training and another class is refused; ``False``: any class is set up at scoring.
+        needs_class_name: ``False`` when the method scores without a class name (AnomalyCLIP's object-agnostic
+            prompts); the class is then recorded when known.
+        draws_references: ``True`` when the reference memory of ``k_shot`` normal images is drawn from the target's
+            train split at scoring (WinCLIP+, SimCLIP+); PromptAD's and DevPrompt's memories come from their shots.
+        renamed_torch_arguments: torch-model argument -> hyper-parameter, where the names differ.
+    """
+
+    torch_model_class: ClassVar[type[torch.nn.Module]]
+    default_image_size: ClassVar[int]
+    architecture_hparams: ClassVar[tuple[str, ...]]
+    raw_scores: ClassVar[bool] = False
+    learns_per_class: ClassVar[bool] = False
+    needs_class_name: ClassVar[bool] = True
+    draws_references: ClassVar[bool] = False
+    renamed_torch_arguments: ClassVar[dict[str, str]] = {}
+
+    model = BuiltOnFirstUse()
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        pre_processor: PreProcessor | bool,
+        post_processor: PostProcessor | bool,
+        evaluator: Any,
+        visualizer: Any,
+    ) -> None:
+        if isinstance(pre_processor, bool) and pre_processor:
+            pre_processor = self.configure_pre_processor(image_size)
+        super().__init__(  # type: ignore[call-arg]
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        # the hyper-parameters are the arguments of the model's own __init__ (the frame that called this one)
+        self.save_hyperparameters(ignore=list(ANOMALIB_COMPONENTS), frame=inspect.currentframe().f_back)  # type: ignore[attr-defined]
+        name = type(self).__name__
+        self.recipe: Callback | None = None
+        """The training recipe the model owns (``None``: nothing is trained)."""
+        self.training_paths: set[str] = set()
+        """The images the learned state was fitted on (shots or auxiliary images): the leakage guard refuses them."""
+        self.training_classes: set[str] = set()
+        """The classes of those images."""
+        self.reference_paths: list[str] = []
+        """The normal images of the reference memory, in memory order."""
+        self.timing = InferenceTiming(name)
+        self.checkpoint_policy = ClipCheckpointPolicy(
+            name, self.architecture_hparams, requested_quick_gelu=self.hparams.get("quick_gelu")
+        )
+        self._references_class: str | None = None
+        self._inference_state_stale = False
+
+    # ------------------------------------------------------------------------------------------------- building
+    def configure_model(self) -> None:
+        """Build the torch model and its CLIP (once); with ``learned_state``, score from that file."""
+        if self._modules.get("model") is not None:
+            return
+        build_torch_model(self, self.torch_model_class, **self.renamed_torch_arguments)
+        source = self.hparams.get("learned_state")
+        if source is not None:
+            state = read_learned_state(source, self.model, type(self).__name__)
+            self.adopt_learned_state(state)
+            logger.info("%s scores with the learned state of %s (no training).", type(self).__name__, source)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``, building the CLIP architecture only (every weight is in the checkpoint).
+
+        The checkpoint holds the learned state too, so a ``learned_state`` file the model was built with is not read
+        again (it may have moved).
+        """
+        kwargs.setdefault("learned_state", None)
+        return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------------------------------------- anomalib
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | int | None = None) -> PreProcessor:
+        """Bicubic resize to the model input (the model's default size unless given) and CLIP mean/std."""
+        return clip_pre_processor(image_size if image_size is not None else cls.default_image_size)
+
+    @classmethod
+    def configure_post_processor(cls) -> PostProcessor:
+        """Anomalib's post-processor; raw probabilities (no normalisation) for :attr:`raw_scores` models."""
+        return PostProcessor(enable_normalization=not cls.raw_scores)
+
+    @property
+    def learning_type(self) -> LearningType:
+        """``ONE_CLASS`` when trained through Lightning's loop; else ``FEW_SHOT`` with shots, ``ZERO_SHOT`` without."""
+        if self.recipe is not None:
+            return LearningType.ONE_CLASS
+        return LearningType.FEW_SHOT if self.hparams.get("k_shot") else LearningType.ZERO_SHOT
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """The training recipe's (fixed epochs, no sanity validation); none when nothing is trained."""
+        return dict(self.recipe.trainer_arguments) if self.recipe is not None else {}
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Anomalib's component callbacks, the training recipe, the checkpoint policy and the timing."""
+        owned = [self.recipe, self.checkpoint_policy, self.timing]
+        return [*super().configure_callbacks(), *(callback for callback in owned if callback is not None)]  # type: ignore[misc]
+
+    def configure_optimizers(self) -> Any:
+        """The recipe's optimiser on the trainable parameters; nothing when nothing is trained."""
+        if self.recipe is None:
+            return None
+        parameters = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        return self.recipe.configure_optimizers(parameters, self.trainer)
+
+    def setup(self, stage: str) -> None:
+        """Build the model; before training a per-class model, set its class; warn when calibrating on the test set.
+
+        Raises:
+            ValueError: training a per-class model without a class name.
+        """
+        self.configure_model()
+        warn_if_calibrating_on_test(self._trainer, type(self).__name__)
+        if stage == "fit" and self.learns_per_class:
+            self.set_class(resolve_class_name(self.hparams.get("class_name"), self._trainer))
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
+        """Image scores and maps of a batch (anomalib calibrates thresholds and normalisation on these)."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    # ------------------------------------------------------------------------------------------------- the class
+    def anomaly_states(self, class_name: str) -> Sequence[str] | None:
+        """The class-specific anomalous states of the prompts (``None``: the method's own); models override."""
+        del class_name
+        return None
+
+    def set_class(self, class_name: str) -> None:
+        """Set the torch model up for ``class_name`` (its prompts or text prototypes)."""
+        self.model.set_class(class_name, self.anomaly_states(class_name))
+
+    def _prepare_class(self, trainer: Trainer | None) -> str | None:
+        """Set up, re-build for, or refuse the requested class; return it (``None`` for class-agnostic scoring).
+
+        Raises:
+            ClassMismatchError: the learned state belongs to another class and cannot be re-built for it.
+            ValueError: no class name can be found and the model has none.
+        """
+        model = self.model
+        try:
+            requested = resolve_class_name(self.hparams.get("class_name"), trainer)
+        except ValueError:
+            if model.class_name is not None or not self.needs_class_name:
+                return model.class_name
+            raise
+        current = model.class_name
+        if current is not None and _same_class(current, requested):
+            if not model.is_ready and not self.learns_per_class:
+                self.set_class(requested)
+            return requested
+        if current is not None and self.learns_per_class:
+            msg = (
+                f"This {type(self).__name__} was trained for class {current!r}, but is asked to score class "
+                f"{requested!r} (from `class_name` or the datamodule's category): its learned prompts and memory "
+                f"belong to {current!r}. Train a model on {requested!r} (e.g. `anomalib train ... --data.category "
+                f"{requested}`), or test this one on {current!r}."
+            )
+            raise ClassMismatchError(msg)
+        if current is not None:
+            logger.info("%s: re-building for class %r (it was set up for %r).", type(self).__name__, requested, current)
+        self.set_class(requested)
+        return requested
+
+    # ------------------------------------------------------------------------------------------------- references
+    def _prepare_references(self, trainer: Trainer | None, class_name: str | None) -> None:
+        """Draw the ``k_shot`` normal reference images of the target and fill the memory (kept if they are the same).
+
+        Raises:
+            ValueError: no source of reference images and no memory restored for the class.
+        """
+        k_shot = int(self.hparams.get("k_shot") or 0)
+        if not (self.draws_references and k_shot):
+            return
+        transform = getattr(self.pre_processor, "transform", None) or clip_transform(self.hparams.image_size)
+        shots = draw_reference_shots(
+            trainer,
+            k_shot,
+            int(self.hparams.get("seed") or 0),
+            transform,
+            folder=self.hparams.get("few_shot_source"),
+        )
+        if shots is None:
+            if self.model.references_ready and self._references_class == class_name:
+                return
+            datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+            msg = (
+                f"{type(self).__name__} with k_shot={k_shot} draws its {k_shot} normal reference image(s) from the "
+                "train split of the target datamodule, but "
+                + (f"{type(datamodule).__name__} has no train split" if datamodule is not None else "there is none")
+                + f", and no reference memory of class {class_name!r} was restored. Test with a datamodule that has "
+                "a train split of the target (e.g. `--data MVTecAD --data.category ...`), pass a folder of normal "
+                "images (`few_shot_source`, where the model has it), or a checkpoint or learned-state file of that "
+                "class."
+            )
+            raise ValueError(msg)
+        if shots.paths == self.reference_paths and self._references_class == class_name and self.model.references_ready:
+            return
+        self.model.set_references(shots.images.to(self.device))
+        self.reference_paths = list(shots.paths)
+        self._references_class = class_name
+        logger.info(
+            "%s: reference memory of class %r from %d normal image(s) (seed %s): %s",
+            type(self).__name__,
+            class_name,
+            k_shot,
+            self.hparams.get("seed"),
+            shots.paths,
+        )
+
+    # ------------------------------------------------------------------------------------------------- scoring
+    def prepare_for_scoring(self, trainer: Trainer | None, stage: str) -> None:
+        """Everything that must hold before images are scored, in one fixed order (see the module docstring).
+
+        Args:
+            trainer: the trainer (its datamodule is the target).
+            stage: ``"validate"``, ``"test"`` or ``"predict"``.
+        """
+        self.checkpoint_policy.check_weights(self)
+        self.refresh_inference_state()
+        class_before, references_before = self.model.class_name, list(self.reference_paths)
+        class_name = self._prepare_class(trainer)
+        self._prepare_references(trainer, class_name)
+        if self.training_paths and stage == "test":
+            self._check_no_leakage(trainer)
+        self.model.require_ready()
+        if stage == "test" and self.raw_scores and trainer is not None:
+            calibrate_on_target(trainer, self)
+        if self.model.class_name != class_before or self.reference_paths != references_before:
+            self.write_learned_state(trainer)
+
+    def _check_no_leakage(self, trainer: Trainer | None) -> None:
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is None or getattr(datamodule, "test_data", None) is None:
+            return
+        from anomalib_clipad.data.auxiliary import check_no_overlap
+
+        check_no_overlap(sorted(self.training_paths), datamodule, train_name=f"{type(self).__name__}'s training images")
+
+    def on_validation_start(self) -> None:
+        """Prepare for scoring (see :meth:`prepare_for_scoring`)."""
+        super().on_validation_start()  # type: ignore[misc]
+        self.prepare_for_scoring(self._trainer, "validate")
+
+    def on_test_start(self) -> None:
+        """Prepare for scoring (see :meth:`prepare_for_scoring`)."""
+        super().on_test_start()  # type: ignore[misc]
+        self.prepare_for_scoring(self._trainer, "test")
+
+    def on_predict_start(self) -> None:
+        """Prepare for scoring (see :meth:`prepare_for_scoring`)."""
+        super().on_predict_start()  # type: ignore[misc]
+        self.prepare_for_scoring(self._trainer, "predict")
+
+    # ------------------------------------------------------------------------------------------------- training
+    def record_training_images(self, paths: Sequence[str], classes: Sequence[str] = ()) -> None:
+        """Note the images (and their classes) a training step fits the learned state on; it is now stale.
+
+        The training recipe calls this from every step.
+        """
+        self.training_paths.update(str(path) for path in paths)
+        self.training_classes.update(str(name) for name in classes)
+        self._inference_state_stale = True
+
+    def use_shots_as_references(self, paths: Sequence[str], features: Any) -> None:
+        """Fill the reference memory with the encoded training shots (PromptAD, DevPrompt); the recipe calls this."""
+        self.model.set_references(features)
+        self.reference_paths = [str(path) for path in paths]
+        self._references_class = self.model.class_name
+
+    def refresh_inference_state(self) -> bool:
+        """Recompute the state scored against (text features) from the learned parameters, if a step changed them.
+
+        Returns:
+            Whether it was recomputed.
+        """
+        if not self._inference_state_stale:
+            return False
+        self.model.update_text_features()
+        self._inference_state_stale = False
+        return True
+
+    def on_train_epoch_end(self) -> None:
+        """After the last epoch, refresh the inference state (the checkpoint written then holds the final state)."""
+        trainer = self._trainer
+        if trainer is not None and trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
+            self.refresh_inference_state()
+
+    def on_train_end(self) -> None:
+        """Refresh the inference state (also when stopped early) and write the learned-state file."""
+        self.refresh_inference_state()
+        self.write_learned_state(self._trainer)
+
+    # ------------------------------------------------------------------------------------------------- learned state
+    def learned_state(self) -> LearnedState:
+        """What the model scores with besides the public CLIP weights, with its provenance."""
+        return LearnedState.from_model(
+            self.model,
+            type(self).__name__,
+            class_name=self.model.class_name,
+            provenance={
+                "training_paths": sorted(self.training_paths),
+                "reference_paths": list(self.reference_paths),
+                "training_classes": sorted(self.training_classes),
+            },
+        )
+
+    def adopt_learned_state(self, state: LearnedState) -> None:
+        """Load a learned state (already checked against the model) and its provenance."""
+        state.apply_to(self.model)
+        provenance = state.provenance or {}
+        self.training_paths.update(provenance.get("training_paths", []))
+        self.training_classes.update(provenance.get("training_classes", []))
+        self.reference_paths = list(provenance.get("reference_paths", []))
+        self._references_class = state.class_name if self.reference_paths else None
+
+    def write_learned_state(self, trainer: Trainer | None) -> Path | None:
+        """Write the learned state to ``<run>/weights/learned_state.pt`` (on the rank-zero process).
+
+        Returns:
+            The path written, or ``None``.
+        """
+        if trainer is None or not trainer.is_global_zero or not self.model.is_ready:
+            return None
+        state = self.learned_state()
+        path = state.save(Path(trainer.default_root_dir) / LEARNED_STATE_FILE)
+        logger.info(
+            "%s: learned state written to %s (%s; score with it: `--model.learned_state %s`).",
+            type(self).__name__,
+            path,
+            state.describe_size(),
+            path,
+        )
+        return path
+
+    # ------------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the class and the provenance; the saved weights hold the current inference state."""
+        if self.refresh_inference_state():
+            checkpoint["state_dict"] = {**checkpoint.get("state_dict", {}), **self.state_dict()}
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        self.checkpoint_policy.save(checkpoint, self.model.class_name)
+        checkpoint[TRAINING_PATHS_KEY] = sorted(self.training_paths)
+        checkpoint[TRAINING_CLASSES_KEY] = sorted(self.training_classes)
+        checkpoint[REFERENCE_PATHS_KEY] = list(self.reference_paths)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse another architecture or activation; restore the class and the provenance."""
+        class_name = self.checkpoint_policy.load(checkpoint, self)
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        self.model.class_name = class_name
+        self.training_paths = set(checkpoint.get(TRAINING_PATHS_KEY, []))
+        self.training_classes = set(checkpoint.get(TRAINING_CLASSES_KEY, []))
+        self.reference_paths = list(checkpoint.get(REFERENCE_PATHS_KEY, []))
+        self._references_class = class_name if self.reference_paths else None
+        self._inference_state_stale = False
+
+
+def _same_class(first: str, second: str) -> bool:
+    from anomalib_clipad.components.prompts import prompt_class_name
+
+    return prompt_class_name(first) == prompt_class_name(second)
