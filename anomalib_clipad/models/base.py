@@ -154,7 +154,7 @@ class ClipModelMixin(QuietExportMixin):
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
-        """Lightning's ``load_from_checkpoint``, building the CLIP architecture only (every weight is in the checkpoint).
+        """Lightning's ``load_from_checkpoint``, building the CLIP architecture only (every weight is in it).
 
         The checkpoint holds the learned state too, so a ``learned_state`` file the model was built with is not read
         again (it may have moved).

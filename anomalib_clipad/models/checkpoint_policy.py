@@ -7,7 +7,8 @@ A checkpoint of our models holds every CLIP weight (the frozen towers are part o
 needs only the architecture: ``pretrained="checkpoint"`` (``Model.load_from_checkpoint`` uses it by default, and
 ``anomalib test|predict|export --ckpt_path ... --model.pretrained checkpoint`` on the command line). The
 :class:`ClipCheckpointPolicy` (a Lightning ``Callback`` the model returns from ``configure_callbacks``; the model's
-``on_save_checkpoint`` / ``on_load_checkpoint`` call its ``save`` / ``load``; it keeps no state of the model's) enforces:
+``on_save_checkpoint`` / ``on_load_checkpoint`` call its ``save`` / ``load``; it keeps no state of the model's)
+enforces:
 
 * **Same architecture.** Hyper-parameters that shape the weights (backbone, image size, memory layers, ...) must match;
   otherwise a clear error says which, and how to build the model to match.
