@@ -214,7 +214,7 @@ class WinCLIPPlus(QuietExportMixin, AnomalibModule):
         Raises:
             ValueError: what ``setup`` could not build was not restored from a checkpoint either.
         """
-        if not self.model.is_ready or (self.k_shot and not self.model.references_ready):
+        if not self.model.is_ready:
             raise ValueError(self._not_ready_reason or "WinCLIPPlus is not set up: call setup() first.")
 
     def on_validation_start(self) -> None:

@@ -102,6 +102,9 @@ class WinCLIPPlusModel(nn.Module):
             class in :meth:`set_class`.
         include_image_score_in_map: include the image-level score in the harmonic multi-scale aggregation of the
             zero-shot map (paper §4.2, "(c) image-scale feature"). Set ``False`` for windows only.
+        k_shot: number of reference images the model is built for: ``0`` for WinCLIP, ``K > 0`` for WinCLIP+
+            (:meth:`set_references` then takes exactly ``K`` images and scoring needs them); ``None`` (default):
+            decided by the references given, WinCLIP+ once :meth:`set_references` filled the memories.
 
     Attributes:
         vision: the frozen image tower.
@@ -116,7 +119,7 @@ class WinCLIPPlusModel(nn.Module):
     Raises:
         UnknownBackboneError: ``backbone`` is not an open_clip architecture.
         PretrainedWeightsError: the weights cannot be loaded.
-        ValueError: invalid scales or image size.
+        ValueError: invalid scales, image size or ``k_shot``.
     """
 
     def __init__(
@@ -132,8 +135,12 @@ class WinCLIPPlusModel(nn.Module):
         normal_states: Sequence[str] = NORMAL_STATES,
         anomalous_states: Sequence[str] = ANOMALOUS_STATES,
         include_image_score_in_map: bool = True,
+        k_shot: int | None = None,
     ) -> None:
         super().__init__()
+        if k_shot is not None and k_shot < 0:
+            msg = f"k_shot must be 0 (zero-shot WinCLIP) or positive (WinCLIP+), got {k_shot}."
+            raise ValueError(msg)
         scales = tuple(int(scale) for scale in scales)
         if not scales or len(set(scales)) != len(scales) or min(scales) < 1:
             msg = f"scales must be distinct positive window sizes (in patches), got {scales}."
@@ -158,6 +165,7 @@ class WinCLIPPlusModel(nn.Module):
         self.include_image_score_in_map = include_image_score_in_map
         self.grid_size = self.vision.grid_size((self.image_size, self.image_size))
         self.class_name: str | None = None
+        self.configured_k_shot = None if k_shot is None else int(k_shot)
 
         for scale in self.scales:  # window masks w_ij of each scale, as patch indices (n_windows, k * k)
             self.register_buffer(f"window_indices_{scale}", window_indices(self.grid_size, scale), persistent=False)
@@ -213,7 +221,8 @@ class WinCLIPPlusModel(nn.Module):
             batch_size: images encoded at once.
 
         Raises:
-            ValueError: invalid reference images (wrong shape, grayscale, none).
+            ValueError: invalid reference images (wrong shape, grayscale, none), or another number of images than the
+                ``k_shot`` the model was built for.
         """
         if references is None:
             for memory in self.memories.values():
@@ -228,8 +237,15 @@ class WinCLIPPlusModel(nn.Module):
             features = {key: torch.cat([chunk[key] for chunk in chunks]) for key in self.memories}
         else:
             features = references
-        if features[PATCH_MEMORY].shape[0] < 1:
+        n_references = features[PATCH_MEMORY].shape[0]
+        if n_references < 1:
             msg = "Expected at least one reference image for WinCLIP+."
+            raise ValueError(msg)
+        if self.configured_k_shot is not None and n_references != self.configured_k_shot:
+            msg = (
+                f"This WinCLIP model was built for k_shot={self.configured_k_shot} reference images, got "
+                f"{n_references}."
+            )
             raise ValueError(msg)
         for key, memory in self.memories.items():
             memory.fill(features[key])
@@ -354,8 +370,13 @@ class WinCLIPPlusModel(nn.Module):
 
     @property
     def uses_references(self) -> bool:
-        """Whether scoring uses reference memories: WinCLIP+ once :meth:`set_references` gave images, else WinCLIP."""
-        return self.references_ready
+        """Whether scoring uses reference memories (WinCLIP+): ``k_shot > 0``.
+
+        For a model built without ``k_shot``, whether :meth:`set_references` filled the memories.
+        """
+        if self.configured_k_shot is None:
+            return self.references_ready
+        return self.configured_k_shot > 0
 
     @property
     def references_ready(self) -> bool:
@@ -364,21 +385,29 @@ class WinCLIPPlusModel(nn.Module):
 
     @property
     def is_ready(self) -> bool:
-        """Whether the text prototypes are set (by :meth:`set_class` or a loaded state dict), so inference can run."""
-        return self.prototypes.is_ready
+        """Whether the text prototypes (and, for WinCLIP+, the memories) are set, by set-up or a loaded state dict."""
+        return self.prototypes.is_ready and (self.references_ready or not self.uses_references)
 
     @property
     def k_shot(self) -> int:
-        """Number of reference images in the memories (0 for zero-shot WinCLIP)."""
+        """Number of reference images: the ``k_shot`` the model was built for, else those in the memories."""
+        if self.configured_k_shot is not None:
+            return self.configured_k_shot
         return self.patch_memory.shape[0] // (self.grid_size[0] * self.grid_size[1])
 
     def require_ready(self) -> None:
-        """Raise :class:`WinCLIPNotReadyError` when the text prototypes are missing (the memories are optional)."""
+        """Raise :class:`WinCLIPNotReadyError` when the text prototypes or (WinCLIP+) the memories are missing."""
         self._require_ready(
             {"text prototypes": self.prototypes.is_ready},
             "call set_class(class_name) first (the Lightning model does so from `class_name` or the datamodule's "
             "category).",
         )
+        if self.uses_references:
+            self._require_ready(
+                {"reference memory": self.references_ready},
+                f"call set_references(reference_images) with {self.k_shot} normal images (the Lightning model does "
+                "so when k_shot > 0).",
+            )
 
     def architecture(self) -> dict[str, Any]:
         """Backbone, input size, window scales and the number of reference images (they shape the memories)."""
