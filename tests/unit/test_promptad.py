@@ -111,7 +111,7 @@ def reference_setup(reference: dict) -> dict:
     clip = open_clip.create_model(REFERENCE_BACKBONE, pretrained=None).eval()
     state_sum = sum(v.double().sum().item() for v in clip.state_dict().values() if v.is_floating_point())
     model = PromptADModel(REFERENCE_BACKBONE, clip, k_shot=1).eval()
-    model.configure_prompts(reference["class_name"])
+    model.set_class(reference["class_name"])
     with torch.no_grad():
         for head, prefix in (("image", "cls"), ("pixel", "seg")):
             model.prompt_learners[head].normal_context.copy_(reference[f"{prefix}_normal_ctx"])
@@ -119,7 +119,7 @@ def reference_setup(reference: dict) -> dict:
         prompts = model.prompt_features()
         model.update_text_features(prompts)
         shot = model.encode_images(reference["ref_images"])
-        model.build_memory(shot)
+        model.set_references(shot)
         test = model.encode_images(reference["test_images"])
         losses = model.losses(shot, prompts)
         ref_outputs, ref_mid = plain_block_states(clip.visual, reference["ref_images"])
@@ -197,7 +197,7 @@ class TestReferenceFixture:
         }
         saved = {layer: model.memories[str(layer)].features.clone() for layer in (3, 8)}
         try:
-            model.build_memory(mid_shot)
+            model.set_references(mid_shot)
             scores = model.scores(mid_test, (400, 400))
         finally:
             for layer, memory in saved.items():
@@ -214,7 +214,7 @@ class TestReferenceFixture:
         model = PromptADModel(REFERENCE_BACKBONE, reference_setup["clip"], k_shot=1, memory_tap="reference").eval()
         model.load_state_dict(reference_setup["model"].state_dict())  # trained contexts and text prototypes
         with torch.no_grad():
-            model.build_memory(model.encode_images(reference["ref_images"]))
+            model.set_references(model.encode_images(reference["ref_images"]))
             scores = model.scores(model.encode_images(reference["test_images"]), (400, 400))
         torch.testing.assert_close(scores["visual_map"], reference["visual_map_15"], atol=ATOL, rtol=0)
         torch.testing.assert_close(scores["anomaly_map"], reference["seg_map_400"], atol=ATOL, rtol=0)
@@ -310,10 +310,10 @@ def tiny_clip() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def tiny_model(tiny_clip: torch.nn.Module) -> PromptADModel:
     model = PromptADModel(TINY_BACKBONE, tiny_clip, k_shot=2, seed=0).eval()
-    model.configure_prompts("bottle")
+    model.set_class("bottle")
     generator = torch.Generator().manual_seed(1)
     model.update_text_features()
-    model.build_memory(model.encode_images(torch.randn(2, 3, 240, 240, generator=generator)))
+    model.set_references(model.encode_images(torch.randn(2, 3, 240, 240, generator=generator)))
     return model
 
 
@@ -322,7 +322,7 @@ class TestPromptADModel:
 
     def test_scores_match_the_paper(self, tiny_clip: torch.nn.Module) -> None:
         model = PromptADModel(TINY_BACKBONE, tiny_clip, k_shot=2, seed=0).eval()
-        model.configure_prompts("bottle")
+        model.set_class("bottle")
         generator = torch.Generator().manual_seed(2)
         shots, images = (
             torch.randn(2, 3, 240, 240, generator=generator),
@@ -330,7 +330,7 @@ class TestPromptADModel:
         )
         with torch.no_grad():
             model.update_text_features()
-            model.build_memory(model.encode_images(shots))
+            model.set_references(model.encode_images(shots))
             scores = model.scores(model.encode_images(images))
             visual = tiny_clip.visual
             scale = float(tiny_clip.logit_scale)  # raw, not exponentiated (reference code)
@@ -364,7 +364,7 @@ class TestPromptADModel:
     def test_contexts_splice_like_words(self, tiny_clip: torch.nn.Module) -> None:
         """With contexts set to real word embeddings, every prompt equals the plain CLIP encoding of the sentence."""
         model = PromptADModel(TINY_BACKBONE, tiny_clip, n_normal_prompts_image=1, n_learned_anomaly_prompts=1)
-        model.configure_prompts("bottle", anomaly_states=["{} with crack"])
+        model.set_class("bottle", anomaly_states=["{} with crack"])
         tokenizer = open_clip.get_tokenizer(TINY_BACKBONE)
         words = tiny_clip.token_embedding(tokenizer(["a photo of the damaged"]))[0, 1:6]
         with torch.no_grad():
@@ -440,14 +440,14 @@ class TestPromptADModel:
         with pytest.raises(ValueError, match="size"):
             tiny_model(torch.rand(1, 3, 224, 224))
         with pytest.raises(ValueError, match="class name"):
-            tiny_model.configure_prompts("")
+            tiny_model.set_class("")
         untrained = PromptADModel(TINY_BACKBONE, tiny_clip).eval()
         with pytest.raises(RuntimeError, match="train it"):
             untrained(torch.rand(1, 3, 240, 240))
-        with pytest.raises(RuntimeError, match="configure_prompts"):
+        with pytest.raises(RuntimeError, match="set_class"):
             untrained.prompt_features()
         with pytest.raises(ValueError, match="k_shot"):
-            untrained.build_memory(tiny_model.encode_images(torch.rand(3, 3, 240, 240)))
+            untrained.set_references(tiny_model.encode_images(torch.rand(3, 3, 240, 240)))
 
 
 # -------------------------------------------------------------------------------------------- anomalib training

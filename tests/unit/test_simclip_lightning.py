@@ -243,7 +243,7 @@ def test_reference_weight_files_are_read(trained: dict, clip_weights: Path, tmp_
     torch.save({"trainable_linearlayer": adapters}, tmp_path / "adapters.pth")
     files = [str(tmp_path / "adapters.pth"), str(tmp_path / "clip.pth")]  # any order
     model = SimCLIP(pretrained=str(clip_weights), prompts=files, **OPTIONS)
-    model.model.set_class_name(TARGET)
+    model.model.set_class(TARGET)
     for expected, actual in zip(outputs(trained["model"], images), outputs(model, images), strict=True):
         torch.testing.assert_close(actual, expected)
     with pytest.raises(ValueError, match="two files"):
@@ -265,7 +265,7 @@ def test_simclip_plus_draws_its_shot_from_the_target_train_split(
     datamodule.setup()
     again = collect_shots(datamodule.train_data, 1, 3, clip_transform(SIZE))
     assert again.paths == model.reference_paths  # seeded
-    assert model.model.memory_ready
+    assert model.model.references_ready
     assert model.reference_class == TARGET
     assert "memory gallery of class 'cloth' from 1 normal train image(s)" in caplog.text
     path = trained["checkpoint"].parent / "plus.ckpt"
@@ -274,7 +274,7 @@ def test_simclip_plus_draws_its_shot_from_the_target_train_split(
     # without a train split, the memory of the class restored from the checkpoint is used; of another class: error
     reloaded = SimCLIP.load_from_checkpoint(path)
     reloaded.prepare_target(SimpleNamespace(datamodule=None))
-    assert reloaded.model.memory_ready
+    assert reloaded.model.references_ready
     reloaded.hparams.class_name = OTHER
     with pytest.raises(ValueError, match="train split"):
         reloaded.prepare_target(SimpleNamespace(datamodule=None))
