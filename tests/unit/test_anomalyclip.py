@@ -3,10 +3,10 @@
 
 """AnomalyCLIP torch model: parity with the official code's fixture, the paper's equations, the training contract.
 
-* Parity: ``../shared/fixtures/anomalyclip_reference_L24.pt`` holds numbers of the official AnomalyCLIP code on a
-  randomly initialised ``ViT-L-14-336`` with QuickGELU (see the fixture's README). The CLIP is rebuilt from the same
-  seed and handed to the model as a built module (``build_clip`` accepts one), so its 1.7 GB of weights are neither
-  written to a file nor initialised a second time. One model build, one image pass (about 40 s on 2 CPU cores).
+* Parity: ``tests/fixtures/anomalyclip_reference_L24.pt`` holds numbers of the official AnomalyCLIP code on a
+  randomly initialised ``ViT-L-14-336`` with QuickGELU (see ``tests/fixtures/README.md``). The CLIP is rebuilt from
+  the same seed and handed to the model as a built module (``build_clip`` accepts one), so its 1.7 GB of weights are
+  neither written to a file nor initialised a second time. One model build, one image pass (about 40 s on 2 CPU cores).
 * Everything else runs on the tiny 24-layer backbone at 518 px (so the 24 x 24 -> 37 x 37 position-embedding
   interpolation is exercised) against plain-PyTorch computations of the paper's equations on the same weights.
 """
@@ -36,7 +36,7 @@ from anomalib_clipad.models.anomalyclip import (
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FIXTURE = Path(__file__).parents[2].parent / "shared" / "fixtures" / "anomalyclip_reference_L24.pt"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "anomalyclip_reference_L24.pt"
 REFERENCE_BACKBONE = "ViT-L-14-336"
 TINY_LAYERS = (6, 12, 18, 24)
 IMAGE_SIZE = 518

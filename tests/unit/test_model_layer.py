@@ -124,7 +124,7 @@ def _default(cls: type, name: str) -> object:
 
 
 def test_papers_defaults() -> None:
-    """What a user gets from the classes without a config: the papers' settings (decisions.md)."""
+    """What a user gets from the classes without a config: the papers' settings."""
     assert _default(PromptAD, "alignment_weight") == 0.001
     assert _default(PromptAD, "eam_margin") == 0.0
     assert _default(PromptAD, "n_ctx") == 4

@@ -3,8 +3,8 @@
 
 """PromptAD: parity with the reference fixture, losses and scores against the paper's equations, training contract.
 
-The fixture (``../shared/fixtures/promptad_reference.pt``) holds numbers of the official PromptAD code on a randomly
-initialised ``ViT-B-16-plus-240`` (see the fixture's README). Everything else uses the tiny random-init backbone.
+The fixture (``tests/fixtures/promptad_reference.pt``) holds numbers of the official PromptAD code on a randomly
+initialised ``ViT-B-16-plus-240`` (see ``tests/fixtures/README.md``). Everything else uses the tiny random-init backbone.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from anomalib_clipad.models.promptad import PromptAD, PromptADModel, resolve_ano
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FIXTURE = Path(__file__).parents[2].parent / "shared" / "fixtures" / "promptad_reference.pt"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "promptad_reference.pt"
 REFERENCE_BACKBONE = "ViT-B-16-plus-240"
 REFERENCE_STATE_SUM = 39545.718233
 ATOL = 1e-5
@@ -172,7 +172,7 @@ class TestReferenceFixture:
         torch.testing.assert_close(losses["image_loss"], reference["cls_loss_total"], atol=ATOL, rtol=1e-6)
 
     def test_visual_map_uses_block_outputs_3_and_8(self, reference_setup: dict) -> None:
-        """Our memory taps are the outputs of blocks 3 and 8 (decisions.md), checked by brute force."""
+        """Our memory taps are the outputs of blocks 3 and 8 (the paper's definition), checked by brute force."""
         ours = reference_setup["model"].visual_map(reference_setup["test"])
         expected = 0.5 * sum(
             association_map(reference_setup["test_outputs"][layer][:, :20], reference_setup["ref_outputs"][layer])
