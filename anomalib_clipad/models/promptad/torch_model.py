@@ -208,9 +208,9 @@ class PromptADModel(nn.Module):
         n_learned_anomaly_prompts: ``L``, learnable anomaly prompts per normal prompt.
         n_ctx_anomaly: ``E_A``, tokens per learnable anomaly prompt.
         memory_layers: original-path blocks (1-indexed) whose patch tokens form the vision memories.
-        memory_tap: where the memory tokens of layer ``l`` are read: ``"block_output"`` (the output of block ``l``,
-            the paper and decisions.md) or ``"reference"`` (inside block ``l + 1``, after its attention residual:
-            what the official code's aliased forward hooks read, to reproduce its published numbers).
+        memory_tap: where the memory tokens of layer ``l`` are read: ``"block_output"`` (the output of block ``l``:
+            the paper's definition, our default) or ``"reference"`` (inside block ``l + 1``, after its attention
+            residual: what the official code's aliased forward hooks read, to reproduce its published numbers).
         alignment_weight: ``λ`` of the alignment loss.
         eam_margin: margin of the explicit anomaly margin loss.
         sigma: Gaussian sigma of the pixel map at :data:`REFERENCE_MAP_SIZE` px (scaled with the output size).
