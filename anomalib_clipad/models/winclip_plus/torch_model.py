@@ -41,7 +41,7 @@ from anomalib_clipad.clip.vision import validate_images, window_indices
 from anomalib_clipad.components import scoring
 from anomalib_clipad.components.fusion import aggregate_windows, harmonic_mean
 from anomalib_clipad.components.memory import ReferenceMemory
-from anomalib_clipad.components.prompts import ANOMALOUS_STATES, NORMAL_STATES, WINCLIP_TEMPLATES
+from anomalib_clipad.components.prompts import ANOMALOUS_STATES, NORMAL_STATES, WINCLIP_TEMPLATES, prompt_class_name
 from anomalib_clipad.components.readiness import ModelNotReadyError, require_ready
 from anomalib_clipad.components.text_prototypes import TextPrototypes
 
@@ -182,7 +182,8 @@ class WinCLIPPlusModel(nn.Module):
         """Compute ``[t_normal, t_anomalous]`` with the compositional prompt ensemble (§4.1).
 
         Args:
-            class_name: the object name used in prompts (e.g. ``"bottle"``).
+            class_name: the object name used in prompts (e.g. ``"bottle"``; dataset names are mapped to words,
+                ``"metal_nut"`` -> ``"metal nut"``).
             anomaly_states: extra anomalous state phrases for this class (``{}`` = class name), e.g.
                 ``["{} with broken large"]``, added to the generic ones.
 
@@ -193,8 +194,9 @@ class WinCLIPPlusModel(nn.Module):
             msg = "A non-empty class name is needed for WinCLIP's prompts (e.g. 'bottle')."
             raise WinCLIPNotReadyError(msg)
         all_anomalous_states = [*self.anomalous_states, *(anomaly_states or [])]
-        normal_prompts = compositional_prompts(class_name, self.normal_states, self.templates)
-        anomalous_prompts = compositional_prompts(class_name, all_anomalous_states, self.templates)
+        words = prompt_class_name(class_name)
+        normal_prompts = compositional_prompts(words, self.normal_states, self.templates)
+        anomalous_prompts = compositional_prompts(words, all_anomalous_states, self.templates)
         prototypes = torch.stack(
             [
                 self.text.encode_prompt_set(normal_prompts),
