@@ -21,14 +21,15 @@ CLI::
         --data.root datasets/VisA
     anomalib test --model AnomalyCLIP --model.pretrained checkpoint --ckpt_path <model.ckpt> \
         --data MVTecAD --data.category screw --data.val_split_mode from_test
-    anomalib test --model AnomalyCLIP --model.prompts <prompts.pt> --data MVTecAD --data.category screw
+    anomalib test --model AnomalyCLIP --model.prompts <learned_state.pt> --data MVTecAD --data.category screw
 
 The prompts train for ``epochs`` (15) with Adam on the auxiliary data
 (:class:`~anomalib_clipad.training.auxiliary.AuxiliaryDataRecipe`, which caches the frozen image features once per
 image); the last state is used. After training the learned prompts alone are written next to the checkpoint as a
-small file (``weights/prompts/prompts.pt``) that ``--model.prompts`` takes, as it takes the reference's published
-prompt checkpoints. On the target, thresholds are calibrated on a held-out split of the target
-(:class:`~anomalib_clipad.training.calibration.TargetCalibration`); scores are reported raw.
+small learned-state file (``weights/learned_state.pt``, :mod:`anomalib_clipad.models.learned_state`) that
+``--model.prompts`` takes, as it takes the reference's published prompt checkpoints. On the target, thresholds are
+calibrated on a held-out split of the target (:class:`~anomalib_clipad.training.calibration.TargetCalibration`);
+scores are reported raw.
 """
 
 from __future__ import annotations
@@ -56,19 +57,17 @@ from anomalib_clipad.models.common import (
     load_without_original_weights,
     warn_if_calibrating_on_test,
 )
+from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, Provenance, read_learned_state
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
 from anomalib_clipad.training.calibration import TargetCalibration
 from anomalib_clipad.training.progress import InferenceTiming
 
-from .prompts_file import prompt_training_paths, save_prompts
+from .reference_format import MODEL
 from .torch_model import AnomalyCLIPModel
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AnomalyCLIP"]
-
-PROMPTS_FILE = Path("weights") / "prompts" / "prompts.pt"
-"""Where training writes the learned prompts, relative to the run's folder."""
 
 
 class AnomalyCLIP(QuietExportMixin, AnomalibModule):
@@ -96,8 +95,8 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         lr: Adam learning rate (1e-3).
         betas: Adam betas ((0.5, 0.999)).
         seed: seed of the prompt initialisation.
-        prompts: a prompts file to score with, instead of training: ours (written after training) or the
-            reference's published ``{"prompt_learner": ...}`` checkpoint.
+        prompts: a learned-state file to score with, instead of training: ours (written after training), the
+            reference's published ``{"prompt_learner": ...}`` checkpoint, or a former prompts file.
         cache_max_bytes: memory budget of the training feature cache (``None``: a quarter of the free memory, at
             most 16 GiB); past it, features go to ``cache_dir`` (default: a temporary folder), then are recomputed.
         cache_dir: folder of cache entries that do not fit in memory.
@@ -165,14 +164,15 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         self.calibration = TargetCalibration(type(self).__name__)
 
     def configure_model(self) -> None:
-        """Build the torch model and its CLIP (once); with ``prompts``, load the learned prompts from that file."""
+        """Build the torch model and its CLIP (once); with ``prompts``, load the learned state from that file."""
         if self._modules.get("model") is not None:
             return
         build_torch_model(self, AnomalyCLIPModel)
         if self.hparams.prompts is not None:
-            self.model.load_prompts_file(Path(self.hparams.prompts).expanduser())
-            self.recipe.training_paths.update(prompt_training_paths(self.hparams.prompts))  # for the leakage guard
-            logger.info("AnomalyCLIP scores with the prompts of %s (no training).", self.hparams.prompts)
+            state = read_learned_state(self.hparams.prompts, self.model, MODEL)
+            state.apply_to(self.model)
+            self.recipe.training_paths.update(state.provenance.training_paths)  # for the leakage guard
+            logger.info("AnomalyCLIP scores with %s (no training).", state.origin)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> AnomalyCLIP:
@@ -236,16 +236,14 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
         self.model.update_text_features()
 
     def on_train_end(self) -> None:
-        """Write the learned prompts alone, for ``--model.prompts`` on any other dataset (no checkpoint needed)."""
+        """Write the learned state alone, for ``--model.prompts`` on any other dataset (no checkpoint needed)."""
         trainer = self._trainer
         if trainer is not None and trainer.is_global_zero:
             self.recipe.refresh_if_stale()
-            path = save_prompts(
-                self.model.learnable_state_dict(),
-                Path(trainer.default_root_dir) / PROMPTS_FILE,
-                training_paths=sorted(self.recipe.training_paths),
-            )
-            logger.info("AnomalyCLIP: learned prompts written to %s (use them with --model.prompts).", path)
+            provenance = Provenance(training_paths=tuple(self.recipe.training_paths))
+            state = LearnedState.from_model(self.model, MODEL, class_name=None, provenance=provenance)
+            path = state.save(Path(trainer.default_root_dir) / LEARNED_STATE_FILE)
+            logger.info("AnomalyCLIP: use %s with --model.prompts to score without a checkpoint.", path)
 
     # ---------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

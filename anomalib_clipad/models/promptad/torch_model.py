@@ -30,7 +30,8 @@ parameter or buffer, so Lightning checkpoints and exports carry it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from anomalib.data import InferenceBatch
@@ -55,6 +56,7 @@ from anomalib_clipad.components.prompts import (
 from anomalib_clipad.components.readiness import require_ready
 from anomalib_clipad.components.scoring import anomaly_probability, scaled_sigma, upsample
 from anomalib_clipad.components.text_prototypes import TextPrototypes
+from anomalib_clipad.models.learned_state import REFERENCE_PREFIX, learned_tensors, load_learned_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ HEADS = ("image", "pixel")
 REFERENCE_MAP_SIZE = 400
 """PromptAD smooths its pixel maps with sigma = 4 at 400 x 400; sigma is scaled with the output size."""
 MEMORY_TAPS = ("block_output", "reference")
+LEARNED_PREFIXES = ("prompt_learners.", "text_prototypes.", REFERENCE_PREFIX)
+"""The learned state: both heads' contexts and text prototypes, and the vision memories."""
 
 
 def resolve_anomaly_states(category: str, anomaly_states: Sequence[str] | None = None) -> list[str]:
@@ -260,6 +264,7 @@ class PromptADModel(nn.Module):
             layers=memory_layers,
         )
         self.backbone = backbone
+        self.position_embedding = position_embedding
         self.vision, self.text = towers.vision, towers.text
         self.clip_hparams = towers.hparams
         if memory_tap == "reference" and max(memory_layers) >= self.vision.num_layers:
@@ -531,6 +536,38 @@ class PromptADModel(nn.Module):
             how="train it on k normal shots first (`anomalib train`/`Engine.fit`) or load a trained checkpoint "
             "(`--ckpt_path`).",
         )
+
+    # ------------------------------------------------------------------------------------------ learned state
+    def architecture(self) -> dict[str, Any]:
+        """Backbone, input size, the prompt sizes, and the shots, layers and reading of the vision memories."""
+        image, pixel = self.prompt_learners["image"], self.prompt_learners["pixel"]
+        return {
+            "backbone": self.backbone,
+            "image_size": self.image_size,
+            "k_shot": self.k_shot,
+            "n_ctx": int(image.normal_context.shape[1]),
+            "n_normal_prompts_image": image.n_normal_prompts,
+            "n_normal_prompts_pixel": pixel.n_normal_prompts,
+            "n_learned_anomaly_prompts": image.n_learned_anomaly_prompts,
+            "n_ctx_anomaly": int(image.anomaly_context.shape[1]),
+            "memory_layers": list(self.memory_layers),
+            "memory_tap": self.memory_tap,
+            "position_embedding": self.position_embedding,
+        }
+
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned contexts of both heads, their text prototypes and the vision memories (detached, on the CPU)."""
+        return learned_tensors(self, LEARNED_PREFIXES)
+
+    def load_learned_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`learned_state_dict` output: the model then scores as the one it came from.
+
+        The text prototypes are restored, not recomputed (the prompts of the class need not be built to score).
+
+        Raises:
+            ValueError: naming the first missing, unexpected or wrongly shaped key.
+        """
+        load_learned_tensors(self, state, LEARNED_PREFIXES, "PromptAD")
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Check that a checkpoint was made with the same image tower before loading it."""

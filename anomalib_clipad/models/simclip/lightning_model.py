@@ -22,16 +22,17 @@ CLI::
         --data.root datasets/VisA
     anomalib test --model SimCLIP --model.pretrained checkpoint --ckpt_path <model.ckpt> \
         --data MVTecAD --data.category screw --data.val_split_mode from_test
-    anomalib test --model SimCLIP --model.prompts <prompts.pt> --data MVTecAD --data.category screw
-    anomalib test --model SimCLIP --model.k_shot 1 --model.prompts <prompts.pt> --data MVTecAD --data.category screw
+    anomalib test --model SimCLIP --model.prompts <learned_state.pt> --data MVTecAD --data.category screw
+    anomalib test --model SimCLIP --model.k_shot 1 --model.prompts <learned_state.pt> --data MVTecAD \
+        --data.category screw
 
 The adapters, IPT and CLIP's two projection heads train for ``epochs`` (5) with Adam on the auxiliary data
 (:class:`~anomalib_clipad.training.auxiliary.AuxiliaryDataRecipe`, which caches the frozen image features once per
 image), each image with the prompts of its own class (``batch.category``); the last state is used. After training the
-learned weights alone are written next to the checkpoint as a small file (``weights/prompts/prompts.pt``) that
-``--model.prompts`` takes, as it takes the reference's published weights (its ``{"clip": ...}`` and
-``{"trainable_linearlayer": ...}`` files, through
-:func:`~anomalib_clipad.models.simclip.torch_model.convert_reference_weights`).
+learned weights alone are written next to the checkpoint as a small learned-state file (``weights/learned_state.pt``,
+:mod:`anomalib_clipad.models.learned_state`; class-agnostic, without a memory) that ``--model.prompts`` takes, as it
+takes the reference's published weights (its ``{"clip": ...}`` and ``{"trainable_linearlayer": ...}`` files, through
+:mod:`~anomalib_clipad.models.simclip.reference_format`).
 
 On a target, the text prototypes are computed for the target's class with the learned IPT (any class: a model trained
 on VisA tests on any MVTec AD category, with a log line); SimCLIP+ (``k_shot >= 1``) fills its memory gallery with
@@ -43,14 +44,10 @@ checkpoint. Thresholds are calibrated on a held-out split of the target
 from __future__ import annotations
 
 import logging
-import os
-import pickle
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from anomalib import LearningType
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
@@ -72,220 +69,21 @@ from anomalib_clipad.models.common import (
     resolve_class_name,
     warn_if_calibrating_on_test,
 )
+from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, Provenance, read_learned_state
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
 from anomalib_clipad.training.calibration import TargetCalibration
 from anomalib_clipad.training.progress import InferenceTiming
 
-from .torch_model import IMAGE_SCORE_MAPS, SimCLIPModel, convert_reference_weights
+from .reference_format import MODEL
+from .torch_model import IMAGE_SCORE_MAPS, SimCLIPModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SimCLIP", "load_learned_weights", "save_learned_weights"]
+__all__ = ["SimCLIP"]
 
-PROMPTS_FILE = Path("weights") / "prompts" / "prompts.pt"
-"""Where training writes the learned weights, relative to the run's folder."""
-FORMAT = "anomalib_clipad.simclip.weights"
-FORMAT_VERSION = 1
-_ANOMALYCLIP_FORMAT = "anomalib_clipad.anomalyclip.prompts"
-_REFERENCE_CLIP_KEY = "clip"
-_REFERENCE_ADAPTER_KEY = "trainable_linearlayer"
 _REFERENCE_PATHS_KEY = "simclip_reference_paths"
 _REFERENCE_CLASS_KEY = "simclip_reference_class"
 _TRAINING_CLASSES_KEY = "simclip_training_classes"
-
-
-# ---------------------------------------------------------------------------------------------- learned-weights files
-def save_learned_weights(
-    model: SimCLIPModel,
-    path: str | os.PathLike,
-    training_classes: Sequence[str] = (),
-    training_paths: Sequence[str] = (),
-) -> Path:
-    """Write a model's learned weights (adapters, IPT, projections) as a small file for ``--model.prompts``.
-
-    Format: ``{"format": "anomalib_clipad.simclip.weights", "version": 1, "weights": {name: tensor}, "backbone",
-    "feature_layers", "image_size", "quick_gelu", "training_classes"}``, the names those of
-    :meth:`~anomalib_clipad.models.simclip.torch_model.SimCLIPModel.learnable_state_dict`.
-
-    Args:
-        model: the torch model.
-        path: where to write it (parent folders are created).
-        training_classes: the classes of the training images (recorded for the logs).
-        training_paths: the auxiliary training images, so that a model scoring with the file alone still refuses a
-            target made of them (the leakage guard).
-
-    Returns:
-        The path written.
-    """
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = {name: tensor.float().contiguous() for name, tensor in model.learnable_state_dict().items()}
-    content = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "weights": weights,
-        "backbone": model.backbone,
-        "feature_layers": list(model.feature_layers),
-        "image_size": model.image_size,
-        "quick_gelu": bool(model.clip_hparams.get("quick_gelu", True)),
-        "training_classes": sorted(training_classes),
-        "training_paths": sorted(training_paths),
-    }
-    torch.save(content, path)
-    return path
-
-
-def _read(path: Path) -> Any:
-    if not path.is_file():
-        msg = f"SimCLIP learned-weights file {str(path)!r} does not exist."
-        raise FileNotFoundError(msg)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
-        first_line = str(error).splitlines()[0][:300] if str(error) else ""
-        msg = (
-            f"{str(path)!r} is not a SimCLIP learned-weights file that can be read safely (weights_only=True): "
-            f"{type(error).__name__}: {first_line}"
-        )
-        raise ValueError(msg) from error
-
-
-def _check_recorded_architecture(content: Mapping[str, Any], model: SimCLIPModel, source: str) -> None:
-    expected = {"backbone": model.backbone, "feature_layers": list(model.feature_layers)}
-    for name, value in expected.items():
-        stored = content.get(name)
-        if stored is None:
-            continue
-        stored = list(stored) if isinstance(stored, list | tuple) else stored
-        if stored != value:
-            msg = (
-                f"{source} holds SimCLIP weights learned with {name}={stored!r}, but this model has {name}={value!r}. "
-                f"Build the model with the file's setting (CLI: `--model.{name} {stored}`)."
-            )
-            raise ValueError(msg)
-
-
-def load_learned_weights(
-    paths: str | os.PathLike | Sequence[str | os.PathLike],
-    model: SimCLIPModel,
-) -> dict[str, Any]:
-    """Load learned weights into a model: our file, or the reference's published pair of files.
-
-    Accepted:
-
-    * **ours** (:func:`save_learned_weights`), one file;
-    * **the reference's** (ChengHaodeng/SimCLIP ``train.py``): the CLIP file ``{"clip": state_dict}`` (its IPT and
-      fine-tuned projections) and the adapter file ``{"trainable_linearlayer": state_dict}``, given as two paths in
-      any order (or one file holding both keys). They were trained on plain GELU (see the model's ``quick_gelu``).
-
-    All files are read with ``torch.load(..., weights_only=True)``.
-
-    Args:
-        paths: one path, or a sequence of paths (the reference's two files).
-        model: the torch model; its text prototypes are recomputed if it has a class, cleared otherwise.
-
-    Returns:
-        What the file records besides the weights (ours: ``backbone``, ``feature_layers``, ``image_size``,
-        ``quick_gelu``, ``training_classes``; nothing for the reference's files).
-
-    Raises:
-        FileNotFoundError: a file does not exist.
-        ValueError: a file cannot be read safely, is of another format or model (e.g. an AnomalyCLIP prompts file),
-            was made for another backbone or feature layers, or the reference pair is incomplete.
-    """
-    single = isinstance(paths, str | os.PathLike)
-    files = [Path(path).expanduser() for path in ([paths] if single else paths)]
-    if not files:
-        msg = "No SimCLIP learned-weights file given."
-        raise ValueError(msg)
-    reference: dict[str, Mapping[str, Any]] = {}
-    for path in files:
-        content, source = _read(path), repr(str(path))
-        if not isinstance(content, Mapping):
-            msg = f"{source} holds a {type(content).__name__}, not a SimCLIP learned-weights dictionary."
-            raise ValueError(msg)
-        if content.get("format") == FORMAT:
-            if len(files) > 1:
-                msg = f"{source} is a complete SimCLIP learned-weights file: pass it alone."
-                raise ValueError(msg)
-            model.load_learnable_state_dict(_our_weights(content, model, source))
-            return {key: value for key, value in content.items() if key not in {"format", "version", "weights"}}
-        if content.get("format") == _ANOMALYCLIP_FORMAT:
-            msg = f"{source} is an AnomalyCLIP prompts file, not SimCLIP weights: use it with `--model AnomalyCLIP`."
-            raise ValueError(msg)
-        kinds = {
-            "clip": _REFERENCE_CLIP_KEY in content or "x_learner_proj.linear.weight" in content,
-            "adapters": _REFERENCE_ADAPTER_KEY in content or "fc.0.weight" in content,
-        }
-        if not any(kinds.values()):
-            msg = (
-                f"{source} is neither an anomalib-clipad SimCLIP learned-weights file nor one of the reference SimCLIP "
-                f"files ({{'{_REFERENCE_CLIP_KEY}': ...}}, {{'{_REFERENCE_ADAPTER_KEY}': ...}}); its keys: "
-                f"{list(content)[:8]}."
-            )
-            raise ValueError(msg)
-        reference.update({kind: content for kind, found in kinds.items() if found})
-    model.load_learnable_state_dict(_reference_weights(reference, model))
-    return {}
-
-
-def _our_weights(content: Mapping[str, Any], model: SimCLIPModel, source: str) -> dict[str, torch.Tensor]:
-    """The weights of our file, after checking its version and the architecture it records."""
-    if content.get("version") != FORMAT_VERSION:
-        msg = (
-            f"{source} is a SimCLIP learned-weights file of version {content.get('version')}; this version reads "
-            f"{FORMAT_VERSION}."
-        )
-        raise ValueError(msg)
-    _check_recorded_architecture(content, model, source)
-    recorded_gelu, current_gelu = content.get("quick_gelu"), bool(model.clip_hparams.get("quick_gelu", True))
-    if recorded_gelu is not None and bool(recorded_gelu) != current_gelu:
-        logger.warning(
-            "SimCLIP: the weights of %s were learned with quick_gelu=%s, this model uses quick_gelu=%s: scores will "
-            "differ from the training run's (build it with `--model.quick_gelu %s`).",
-            source,
-            bool(recorded_gelu),
-            current_gelu,
-            str(bool(recorded_gelu)).lower(),
-        )
-    weights = content.get("weights")
-    if not isinstance(weights, Mapping):
-        msg = f"{source} has no 'weights' dictionary."
-        raise ValueError(msg)
-    return dict(weights)
-
-
-def _reference_weights(reference: Mapping[str, Mapping[str, Any]], model: SimCLIPModel) -> dict[str, torch.Tensor]:
-    """Our weights from the reference's CLIP and adapter files (both needed)."""
-    if "clip" not in reference or "adapters" not in reference:
-        missing = (
-            "CLIP file ({'clip': ...})" if "clip" not in reference else "adapter file ({'trainable_linearlayer': ...})"
-        )
-        msg = (
-            f"The reference SimCLIP weights come as two files; the {missing} is missing. Pass both: "
-            "`--model.prompts '[clip.pth, adapters.pth]'`."
-        )
-        raise ValueError(msg)
-    adapters = reference["adapters"]
-    adapter_state = adapters.get(_REFERENCE_ADAPTER_KEY, adapters)
-    n_adapters = sum(1 for key in adapter_state if key.startswith("fc.") and key.endswith(".weight"))
-    if n_adapters != len(model.feature_layers):
-        msg = (
-            f"The reference adapters hold {n_adapters} layers, this model reads {len(model.feature_layers)} "
-            f"(feature_layers={list(model.feature_layers)})."
-        )
-        raise ValueError(msg)
-    try:
-        weights = convert_reference_weights(reference["clip"], adapters, model.feature_layers)
-    except KeyError as error:
-        raise ValueError(str(error.args[0]) if error.args else str(error)) from error
-    if model.clip_hparams.get("quick_gelu", True):
-        logger.warning(
-            "SimCLIP: the reference trained its published weights on plain GELU (its open_clip builds ViT-L-14-336 at "
-            "518 px without QuickGELU); this model uses QuickGELU. Build it with `--model.quick_gelu false` to "
-            "reproduce the reference's numbers."
-        )
-    return weights
 
 
 # ---------------------------------------------------------------------------------------------- the target set-up
@@ -340,9 +138,9 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
         epochs: training epochs (5, the paper); the last state is used.
         lr: Adam learning rate (1e-3).
         betas: Adam betas ((0.5, 0.999), reference ``train.py``).
-        prompts: learned weights to score with, without training or a checkpoint: a file written after training
-            (``weights/prompts/prompts.pt``), or the reference's two published files as a list
-            (``[clip.pth, adapters.pth]``).
+        prompts: learned weights to score with, without training or a checkpoint: a learned-state file written after
+            training (``weights/learned_state.pt``), the reference's two published files as a list
+            (``[clip.pth, adapters.pth]``), or a former weights file.
         cache_max_bytes: memory budget of the training feature cache (``None``: a quarter of the free memory, at
             most 16 GiB); past it, features go to ``cache_dir`` (default: a temporary folder), then are recomputed.
         cache_dir: folder of cache entries that do not fit in memory.
@@ -439,10 +237,13 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             return
         build_torch_model(self, SimCLIPModel)
         if self.hparams.prompts is not None:
-            recorded = load_learned_weights(self.hparams.prompts, self.model)
-            self.training_classes.update(recorded.get("training_classes", []))
-            self.recipe.training_paths.update(recorded.get("training_paths", []))  # for the leakage guard
-            logger.info("SimCLIP scores with the learned weights of %s (no training).", self.hparams.prompts)
+            state = read_learned_state(self.hparams.prompts, self.model, MODEL)
+            state.apply_to(self.model)
+            self.training_classes.update(state.provenance.training_classes)
+            self.recipe.training_paths.update(state.provenance.training_paths)  # for the leakage guard
+            if state.has_references:  # a SimCLIP+ state: the memory of its class
+                self.reference_paths, self.reference_class = list(state.provenance.reference_paths), state.class_name
+            logger.info("SimCLIP scores with %s (no training).", state.origin)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SimCLIP:
@@ -554,15 +355,19 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             self.model.update_text_features()
 
     def on_train_end(self) -> None:
-        """Write the learned weights alone, for ``--model.prompts`` on any other dataset (no checkpoint needed)."""
+        """Write the learned weights alone, for ``--model.prompts`` on any other dataset (no checkpoint needed).
+
+        The state is class-agnostic and has no memory: SimCLIP+ draws its references from each target.
+        """
         trainer = self._trainer
         if trainer is not None and trainer.is_global_zero:
             self.recipe.refresh_if_stale()
-            path = Path(trainer.default_root_dir) / PROMPTS_FILE
-            save_learned_weights(
-                self.model, path, sorted(self.training_classes), training_paths=sorted(self.recipe.training_paths)
+            provenance = Provenance(
+                training_paths=tuple(self.recipe.training_paths), training_classes=tuple(self.training_classes)
             )
-            logger.info("SimCLIP: learned weights written to %s (use them with --model.prompts).", path)
+            state = LearnedState.from_model(self.model, MODEL, class_name=None, provenance=provenance, references=False)
+            path = state.save(Path(trainer.default_root_dir) / LEARNED_STATE_FILE)
+            logger.info("SimCLIP: use %s with --model.prompts to score without a checkpoint.", path)
 
     # ---------------------------------------------------------------------------------------------- the target
     def _rebuild_for_class(self, class_name: str) -> None:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from anomalib.data import InferenceBatch
@@ -43,6 +44,7 @@ from anomalib_clipad.components.memory import ReferenceMemory
 from anomalib_clipad.components.prompts import ANOMALOUS_STATES, NORMAL_STATES, WINCLIP_TEMPLATES
 from anomalib_clipad.components.readiness import ModelNotReadyError, require_ready
 from anomalib_clipad.components.text_prototypes import TextPrototypes
+from anomalib_clipad.models.learned_state import REFERENCE_PREFIX, learned_tensors, load_learned_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -374,6 +376,26 @@ class WinCLIPPlusModel(nn.Module):
     def k_shot(self) -> int:
         """Number of reference images in the memories (0 for zero-shot WinCLIP)."""
         return self.patch_memory.shape[0] // (self.grid_size[0] * self.grid_size[1])
+
+    # ------------------------------------------------------------------------------------------ learned state
+    def architecture(self) -> dict[str, Any]:
+        """Backbone, input size and window scales (they shape the window memories)."""
+        return {"backbone": self.backbone, "image_size": self.image_size, "scales": list(self.scales)}
+
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The text prototypes of the class and, for WinCLIP+, the window and patch memories (detached, on the CPU)."""
+        prefixes = ("prototypes.", REFERENCE_PREFIX) if self.is_few_shot else ("prototypes.",)
+        return learned_tensors(self, prefixes)
+
+    def load_learned_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`learned_state_dict` output; a state without memories makes the model zero-shot WinCLIP.
+
+        Raises:
+            ValueError: naming the first missing, unexpected or wrongly shaped key.
+        """
+        load_learned_tensors(self, state, ("prototypes.", REFERENCE_PREFIX), MODEL_NAME, (REFERENCE_PREFIX,))
+        if not any(name.startswith(REFERENCE_PREFIX) for name in state):
+            self.setup_references(None)
 
     @staticmethod
     def _require_ready(parts: dict[str, bool], how: str) -> None:
