@@ -262,14 +262,14 @@ def test_unknown_version_missing_unreadable_and_foreign_files_are_refused(
     model, state = anomalyclip["model"], anomalyclip["state"]
     content = state.to_content()
     torch.save({**content, "version": 2}, tmp_path / "v2.pt")
-    with pytest.raises(ValueError, match="version 2.*reads version 1"):
+    with pytest.raises(ValueError, match=r"version 2.*reads version 1"):
         LearnedState.load(tmp_path / "v2.pt")
-    with pytest.raises(ValueError, match="version 2.*reads version 1"):
+    with pytest.raises(ValueError, match=r"version 2.*reads version 1"):
         read_learned_state(tmp_path / "v2.pt", model, "AnomalyCLIP")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_learned_state(tmp_path / "missing.pt", model, "AnomalyCLIP")
     (tmp_path / "text.pt").write_text("not a torch file")
-    with pytest.raises(ValueError, match="read safely.*weights_only=True"):
+    with pytest.raises(ValueError, match=r"read safely.*weights_only=True"):
         read_learned_state(tmp_path / "text.pt", model, "AnomalyCLIP")
     torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "foreign.pt")
     with pytest.raises(ValueError, match=r"neither an anomalib-clipad learned state.*'state_dict'"):
