@@ -260,9 +260,7 @@ def test_unknown_or_unsafe_prompt_files_are_refused(tiny_clip: torch.nn.Module, 
     model = AnomalyCLIPModel(TINY_BACKBONE_24, pretrained=tiny_clip, feature_layers=(24,))
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, other)
-    with pytest.raises(
-        ValueError, match=r"neither an anomalib-clipad learned state .* nor a file of"
-    ):
+    with pytest.raises(ValueError, match=r"neither an anomalib-clipad learned state .* nor a file of"):
         read_learned_state(other, model, "AnomalyCLIP")
     with pytest.raises(ValueError, match="neither a former anomalib-clipad AnomalyCLIP prompts file nor a reference"):
         prompts_from_checkpoint({"state_dict": {"w": torch.zeros(1)}})

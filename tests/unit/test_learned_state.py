@@ -35,14 +35,6 @@ from anomalib_clipad.registry import MODELS, ModelSpec, Protocol
 CLASS, OTHER_CLASS = "bottle", "screw"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _variants() -> list[Any]:
     """Every model with its few-shot references; models that can also score without references, without them."""
     cases = []
