@@ -76,7 +76,7 @@ def training_times(
         k_shot=k_shot, backbone=backbone, pretrained=None, epochs=epochs, n_synthetic_per_shot=n_synthetic_per_shot
     )
     model = module.model.to(device)
-    model.set_class_name(CATEGORY)
+    model.set_class(CATEGORY)
     tokens = model.prompt_learner.tokens
 
     def our_step() -> None:

@@ -11,8 +11,10 @@ Run::
 
 Each model is built at its default backbone and resolution with **random weights** (``pretrained=None``: the figures
 are for speed only, the scores mean nothing) and given its inference state without data: the class name's text
-features, and, for the few-shot models, the memories of one random reference image (WinCLIP+: ``setup`` with k = 1;
-PromptAD / DevPrompt: prompts, text features and memories; AnomalyCLIP: its text features; SimCLIP: the class name).
+features, and, for the models with reference memories, the memories of one random reference image (WinCLIP+, PromptAD,
+DevPrompt with k = 1; AnomalyCLIP and zero-shot SimCLIP have none), through the torch models' common interface
+(:class:`~anomalib_clipad.models.interface.ClipAnomalyDetector`: ``set_class``, ``update_text_features``,
+``set_references``).
 The post-processor is calibrated by hand on the raw outputs of the timed images (the span of the raw maps and scores
 plus a margin for both the image and the pixel range, thresholds at mid-range: see :func:`calibrate_post_processor`),
 so the normalised outputs spread over ``[0, 1]`` without clamping and differences are not magnified by a near-zero
@@ -75,30 +77,32 @@ BANNER = "RANDOM WEIGHTS (pretrained=None): these figures are for SPEED ONLY; th
 
 @dataclass(frozen=True)
 class ModelSetting:
-    """Backbone and input size of one model.
+    """Backbone, input size and reference shots of one model.
 
     Attributes:
         backbone: open_clip architecture.
         image_size: square input side in pixels.
+        k_shot: normal reference images of the model's memories (0: the model's default, no ``k_shot`` argument).
     """
 
     backbone: str
     image_size: int
+    k_shot: int = 0
 
 
 #: Default backbone and resolution of each model (the paper's).
 DEFAULT_SETTINGS: dict[str, ModelSetting] = {
-    "WinCLIPPlus": ModelSetting("ViT-B-16-plus-240", 240),
-    "PromptAD": ModelSetting("ViT-B-16-plus-240", 240),
-    "DevPrompt": ModelSetting("ViT-B-16-plus-240", 240),
+    "WinCLIPPlus": ModelSetting("ViT-B-16-plus-240", 240, k_shot=1),
+    "PromptAD": ModelSetting("ViT-B-16-plus-240", 240, k_shot=1),
+    "DevPrompt": ModelSetting("ViT-B-16-plus-240", 240, k_shot=1),
     "AnomalyCLIP": ModelSetting("ViT-L-14-336", 518),
     "SimCLIP": ModelSetting("ViT-L-14-336", 518),
 }
 #: ``--tiny``: the tiny random backbones of the tests (24 blocks for the methods that read layers 6/12/18/24).
 TINY_SETTINGS: dict[str, ModelSetting] = {
-    "WinCLIPPlus": ModelSetting(TINY_BACKBONE, 64),
-    "PromptAD": ModelSetting(TINY_BACKBONE, 64),
-    "DevPrompt": ModelSetting(TINY_BACKBONE, 64),
+    "WinCLIPPlus": ModelSetting(TINY_BACKBONE, 64, k_shot=1),
+    "PromptAD": ModelSetting(TINY_BACKBONE, 64, k_shot=1),
+    "DevPrompt": ModelSetting(TINY_BACKBONE, 64, k_shot=1),
     "AnomalyCLIP": ModelSetting(TINY_BACKBONE_24, 56),
     "SimCLIP": ModelSetting(TINY_BACKBONE_24, 56),
 }
@@ -129,7 +133,7 @@ def build_model(name: str, setting: ModelSetting, generator: torch.Generator) ->
 
     Args:
         name: one of :data:`MODEL_NAMES`.
-        setting: backbone and input size.
+        setting: backbone, input size and reference shots.
         generator: source of the random reference image.
 
     Returns:
@@ -140,35 +144,19 @@ def build_model(name: str, setting: ModelSetting, generator: torch.Generator) ->
     """
     import anomalib_clipad
 
-    common = {"backbone": setting.backbone, "pretrained": None, "image_size": setting.image_size}
-    size = setting.image_size
+    if name not in MODEL_NAMES:
+        msg = f"Unknown model {name!r}; known: {', '.join(MODEL_NAMES)}."
+        raise ValueError(msg)
+    arguments: dict[str, Any] = {"backbone": setting.backbone, "pretrained": None, "image_size": setting.image_size}
+    if setting.k_shot:
+        arguments["k_shot"] = setting.k_shot
+    module = getattr(anomalib_clipad, name)(**arguments)
+    model = module.model
     with torch.no_grad():
-        if name == "WinCLIPPlus":
-            module = anomalib_clipad.WinCLIPPlus(k_shot=1, **common)
-            module.model.setup(CLASS_NAME, _reference(module, size, generator))
-        elif name == "PromptAD":
-            module = anomalib_clipad.PromptAD(k_shot=1, **common)
-            model = module.model
-            model.configure_prompts(CLASS_NAME)
-            model.update_text_features()
-            model.build_memory(model.encode_images(_reference(module, size, generator)))
-        elif name == "DevPrompt":
-            module = anomalib_clipad.DevPrompt(k_shot=1, **common)
-            model = module.model
-            model.set_class_name(CLASS_NAME)
-            model.update_text_features()
-            model.build_vision_memory(model.encode_images(_reference(module, size, generator)))
-        elif name == "AnomalyCLIP":
-            module = anomalib_clipad.AnomalyCLIP(**common)
-            module.model.update_text_features()
-        elif name == "SimCLIP":
-            module = anomalib_clipad.SimCLIP(**common)
-            module.model.set_class_name(CLASS_NAME)
-            if module.model.k_shot:
-                module.model.build_memory(_reference(module, size, generator))
-        else:
-            msg = f"Unknown model {name!r}; known: {', '.join(MODEL_NAMES)}."
-            raise ValueError(msg)
+        model.set_class(CLASS_NAME)
+        model.update_text_features()
+        if model.uses_references:
+            model.set_references(_reference(module, setting.image_size, generator))
     return module.eval()
 
 

@@ -48,13 +48,13 @@ def inference_ratio(backbone: str, batch_size: int, repeats: int, device: torch.
     """Seconds per image of PromptAD and of ``encode_image``, and their ratio."""
     clip = load_clip(backbone, None).to(device)
     model = PromptADModel(backbone, clip, k_shot=1).to(device).eval()
-    model.configure_prompts(CATEGORY)
+    model.set_class(CATEGORY)
     generator = torch.Generator().manual_seed(0)
     size = model.image_size
     images = torch.randn(batch_size, 3, size, size, generator=generator).to(device)
     with torch.no_grad():
         model.update_text_features()
-        model.build_memory(model.encode_images(torch.randn(1, 3, size, size, generator=generator).to(device)))
+        model.set_references(model.encode_images(torch.randn(1, 3, size, size, generator=generator).to(device)))
         medians = median_times(
             {"promptad": lambda: model(images), "plain": lambda: plain_image_forward(clip, images)}, repeats, device
         )
@@ -67,7 +67,7 @@ def training_times(backbone: str, k_shot: int, epochs: int, repeats: int, device
     plain_clip = load_clip(backbone, None).to(device)  # open_clip's own text encoder, same architecture
     module = PromptAD(k_shot=k_shot, backbone=backbone, pretrained=None, epochs=epochs)
     model = module.model.to(device)
-    model.configure_prompts(CATEGORY)
+    model.set_class(CATEGORY)
     tokens = model.prompt_tokens()
 
     def our_step() -> None:

@@ -95,8 +95,8 @@ def inference_ratios(
     shots = torch.randn(k_shot, 3, image_size, image_size, generator=generator).to(device)
     with torch.no_grad():
         for model in (zero_shot, few_shot):
-            model.set_class_name(CATEGORY)
-        few_shot.build_memory(shots)
+            model.set_class(CATEGORY)
+        few_shot.set_references(shots)
         medians = median_times(
             {
                 "simclip": lambda: zero_shot(images),

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             torch.save(theirs.clip.state_dict(), weights)
         ours = WinCLIPPlusModel(args.backbone, weights, image_size=args.image_size).eval()
     with torch.inference_mode():
-        ours.setup("object", reference)
+        ours.set_class("object")
+        ours.set_references(reference)
         if theirs is not None:
             theirs.setup("object", reference)
 

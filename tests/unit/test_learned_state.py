@@ -61,35 +61,17 @@ def images(spec: ModelSpec, count: int, seed: int) -> torch.Tensor:
 
 
 def is_class_specific(spec: ModelSpec, k_shot: int) -> bool:
-    """AnomalyCLIP's prompts and SimCLIP's weights without a memory serve any class."""
-    return not (spec.name == "AnomalyCLIP" or (spec.name == "SimCLIP" and k_shot == 0))
+    """What a model learns on auxiliary data serves any class, unless it holds references of one (SimCLIP+)."""
+    return spec.protocol is not Protocol.AUXILIARY_DATA or k_shot > 0
 
 
 @torch.no_grad()
 def prepare(spec: ModelSpec, model: torch.nn.Module, k_shot: int) -> None:
-    """Class, references and text features, as the Lightning models set them up."""
-    shots = images(spec, k_shot, seed=1) if k_shot else None
-    if spec.name == "WinCLIPPlus":
-        model.setup_text(CLASS)
-        model.setup_references(shots)
-    elif spec.name == "PromptAD":
-        model.configure_prompts(CLASS)
-        model.build_memory(model.encode_images(shots))
-    elif spec.name == "DevPrompt":
-        model.set_class_name(CLASS)
-        model.build_vision_memory(model.encode_images(shots))
-    elif spec.name == "SimCLIP":
-        model.set_class_name(CLASS)
-        if k_shot:
-            model.build_memory(shots)
-    if spec.name != "WinCLIPPlus":
-        model.update_text_features()
-
-
-def set_target_class(spec: ModelSpec, model: torch.nn.Module) -> None:
-    """What a target gives a model scoring with a class-agnostic state: its class (SimCLIP's prompts need it)."""
-    if spec.name == "SimCLIP":
-        model.set_class_name(CLASS)
+    """Class, references where the model uses them, and text features, as the Lightning models set them up."""
+    model.set_class(CLASS)
+    if model.uses_references:
+        model.set_references(images(spec, k_shot, seed=1))
+    model.update_text_features()
 
 
 @torch.no_grad()
@@ -137,8 +119,8 @@ def test_a_fresh_model_scores_as_the_original_from_the_file(saved: dict[str, Any
         outputs(model, batch)
     state = read_learned_state(saved["path"], model, spec.name, requested_class=CLASS)
     state.apply_to(model)
-    if state.class_name is None:
-        set_target_class(spec, model)
+    if state.class_name is None:  # a class-agnostic state: the target gives the class
+        model.set_class(CLASS)
     for expected, actual in zip(saved["outputs"], outputs(model, batch), strict=True):
         torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
     assert state.provenance == saved["state"].provenance
