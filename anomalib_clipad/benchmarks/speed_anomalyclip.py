@@ -155,7 +155,7 @@ def training_times(
 
         def reference_epoch() -> float:
             """One timed learnable-side epoch; the prompts are put back as they were (the fit goes on unchanged)."""
-            state = model.learnable_state_dict()
+            state = model.learned_state_dict()
             synchronise(device)
             start = clock()
             with torch.enable_grad():
@@ -163,7 +163,7 @@ def training_times(
             synchronise(device)
             elapsed = clock() - start
             with torch.no_grad():
-                model.load_learnable_state_dict(state, update_text_features=False)
+                model.load_learned_state_dict(state, update_text_features=False)
             model.zero_grad(set_to_none=True)
             return elapsed
 

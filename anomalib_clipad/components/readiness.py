@@ -20,6 +20,10 @@ class ModelNotReadyError(RuntimeError):
     """Raised when a model is used before what it needs (prompts, memories, prototypes) was set up or loaded."""
 
 
+class ClassMismatchError(ValueError):
+    """Raised when a model set up or trained for one class (its prompts, memories) is used on another."""
+
+
 def require_ready(model_name: str, parts: Mapping[str, bool], how: str) -> None:
     """Raise :class:`ModelNotReadyError` naming every part that is missing.
 

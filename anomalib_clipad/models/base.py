@@ -60,7 +60,7 @@ from anomalib_clipad.models.common import (
     resolve_class_name,
     warn_if_calibrating_on_test,
 )
-from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, read_learned_state
+from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, Provenance, read_learned_state
 from anomalib_clipad.training.calibration import calibrate_on_target
 from anomalib_clipad.training.progress import InferenceTiming
 
@@ -386,45 +386,38 @@ class ClipModelMixin(QuietExportMixin):
 
     # ------------------------------------------------------------------------------------------------- learned state
     def learned_state(self) -> LearnedState:
-        """What the model scores with besides the public CLIP weights, with its provenance."""
+        """What the model scores with besides the public CLIP weights, with its provenance.
+
+        The state is class-specific (it records the class) unless the method scores without a class name.
+        """
         return LearnedState.from_model(
             self.model,
             type(self).__name__,
-            class_name=self.model.class_name,
-            provenance={
-                "training_paths": sorted(self.training_paths),
-                "reference_paths": list(self.reference_paths),
-                "training_classes": sorted(self.training_classes),
-            },
+            class_name=self.model.class_name if self.needs_class_name else None,
+            provenance=Provenance(
+                training_paths=tuple(sorted(self.training_paths)),
+                reference_paths=tuple(self.reference_paths),
+                training_classes=tuple(sorted(self.training_classes)),
+            ),
         )
 
     def adopt_learned_state(self, state: LearnedState) -> None:
         """Load a learned state (already checked against the model) and its provenance."""
         state.apply_to(self.model)
-        provenance = state.provenance or {}
-        self.training_paths.update(provenance.get("training_paths", []))
-        self.training_classes.update(provenance.get("training_classes", []))
-        self.reference_paths = list(provenance.get("reference_paths", []))
+        self.training_paths.update(state.provenance.training_paths)
+        self.training_classes.update(state.provenance.training_classes)
+        self.reference_paths = list(state.provenance.reference_paths)
         self._references_class = state.class_name if self.reference_paths else None
 
     def write_learned_state(self, trainer: Trainer | None) -> Path | None:
         """Write the learned state to ``<run>/weights/learned_state.pt`` (on the rank-zero process).
 
         Returns:
-            The path written, or ``None``.
+            The path written, or ``None`` (no trainer, another rank, or nothing to score with yet).
         """
         if trainer is None or not trainer.is_global_zero or not self.model.is_ready:
             return None
-        state = self.learned_state()
-        path = state.save(Path(trainer.default_root_dir) / LEARNED_STATE_FILE)
-        logger.info(
-            "%s: learned state written to %s (%s; score with it: `--model.learned_state %s`).",
-            type(self).__name__,
-            path,
-            state.describe_size(),
-            path,
-        )
-        return path
+        return self.learned_state().save(Path(trainer.default_root_dir) / LEARNED_STATE_FILE)
 
     # ------------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -32,16 +32,15 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from anomalib_clipad.clip.loading import FROM_CHECKPOINT, PretrainedWeightsError, set_quick_gelu
+from anomalib_clipad.components.readiness import ClassMismatchError
 from anomalib_clipad.models.common import refuse_other_checkpoint_hparams
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["CLASS_NAME_KEY", "ClassMismatchError", "ClipCheckpointPolicy"]
+
 CLASS_NAME_KEY = "prompt_class_name"
 """Checkpoint key of the class the learned state belongs to."""
-
-
-class ClassMismatchError(ValueError):
-    """Raised when a model set up or trained for one class is used on another."""
 
 
 class ClipCheckpointPolicy(Callback):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from anomalib.pre_processing import PreProcessor
@@ -61,6 +62,40 @@ def resolve_class_name(explicit: str | None, trainer: Any | None) -> str:
     raise ValueError(msg)
 
 
+def refuse_other_settings(
+    recorded: Mapping[str, Any],
+    current: Mapping[str, Any],
+    names: Iterable[str],
+    what: str,
+    alternative: str = "",
+) -> None:
+    """Refuse a saved state made with other values of settings that shape it or how it is used.
+
+    The one place of this check, for checkpoints (:func:`refuse_other_checkpoint_hparams`) and learned-state files
+    (:meth:`~anomalib_clipad.models.learned_state.LearnedState.check_compatible`). A setting that ``recorded`` lacks
+    (older files, converted reference files) or holds as ``None``, or that the model does not have, is not checked.
+
+    Args:
+        recorded: the settings the saved state was made with.
+        current: the model's settings (the names are the Lightning model's arguments, so the CLI hint is right).
+        names: the settings to compare (lists and tuples compare alike).
+        what: the saved state, for the message (e.g. "This PromptAD checkpoint").
+        alternative: another way out, appended to the message (e.g. ", or load it with ...").
+
+    Raises:
+        ValueError: one of them differs; the message names both values and how to build the model to match.
+    """
+    for name in names:
+        stored, now = recorded.get(name), current.get(name)
+        if stored is None or now is None or _as_list(stored) == _as_list(now):
+            continue
+        msg = (
+            f"{what} was made with {name}={stored!r}, but the model was built with {name}={now!r}. Build the model "
+            f"with the same setting (CLI: `--model.{name} {_cli_value(stored)}`){alternative}."
+        )
+        raise ValueError(msg)
+
+
 def refuse_other_checkpoint_hparams(
     checkpoint: dict[str, Any], hparams: Any, names: tuple[str, ...], model_name: str
 ) -> None:
@@ -77,17 +112,13 @@ def refuse_other_checkpoint_hparams(
     Raises:
         ValueError: one of them differs; the message says how to build the model to match.
     """
-    saved = checkpoint.get("hyper_parameters", {})
-    for name in names:
-        stored, current = saved.get(name), hparams.get(name)
-        if stored is None or current is None or _as_list(stored) == _as_list(current):
-            continue
-        msg = (
-            f"This {model_name} checkpoint was made with {name}={stored!r}, but the model was built with "
-            f"{name}={current!r}. Build the model with the checkpoint's settings (CLI: `--model.{name} "
-            f"{_cli_value(stored)}`), or load it with `{model_name}.load_from_checkpoint`, which does so."
-        )
-        raise ValueError(msg)
+    refuse_other_settings(
+        checkpoint.get("hyper_parameters", {}),
+        hparams,
+        names,
+        f"This {model_name} checkpoint",
+        alternative=f", or load it with `{model_name}.load_from_checkpoint`, which does so",
+    )
 
 
 def _as_list(value: Any) -> Any:

@@ -137,3 +137,20 @@ class ClipAnomalyDetector(Protocol):
             shapes (e.g. ``feature_layers``, ``n_ctx``, ``k_shot``).
         """
         ...
+
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """What the model scores with besides the public CLIP weights, as detached CPU tensors.
+
+        Learned parameters (prompts, adapters), text features where they are not recomputed from those, and the
+        reference memories (under ``memories.``) where the model holds them. Saved, with what it must agree with, by
+        :class:`~anomalib_clipad.models.learned_state.LearnedState`.
+        """
+        ...
+
+    def load_learned_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`learned_state_dict` output; the model is then ready to score as the one it came from.
+
+        Raises:
+            ValueError: naming the first missing, unexpected or wrongly shaped entry.
+        """
+        ...

@@ -48,9 +48,9 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
     assert "`max_epochs=2` reached" in trained
     checkpoints = sorted((tmp_path / "train").rglob("model.ckpt"))
     assert len(checkpoints) == 1, checkpoints
-    prompts = sorted((tmp_path / "train").rglob("weights/prompts/prompts.pt"))
+    prompts = sorted((tmp_path / "train").rglob("weights/learned_state.pt"))
     assert len(prompts) == 1, prompts
-    assert prompts[0].parent.parent == checkpoints[0].parent.parent  # next to the checkpoint: <run>/weights/
+    assert prompts[0].parent == checkpoints[0].parent.parent  # next to the checkpoint's folder: <run>/weights/
     assert prompts[0].stat().st_size < 100_000  # the learned prompts only
     checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
     assert checkpoint["epoch"] == 1  # the last of the two epochs (0-indexed): no model selection

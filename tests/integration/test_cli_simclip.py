@@ -53,15 +53,15 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
     n_training_images = len(list((two_categories / TRAIN_CATEGORY / "test").rglob("*.png")))
     # the frozen image tower ran once per training image over both epochs (features cached)
     assert f"the frozen image tower encoded {n_training_images} training images" in trained
-    assert "learned weights written to" in trained
+    assert "SimCLIP: learned state written to" in trained
     checkpoints = sorted((tmp_path / "train").rglob("model.ckpt"))
     assert len(checkpoints) == 1, checkpoints
-    prompts = sorted((tmp_path / "train").rglob("weights/prompts/prompts.pt"))
+    prompts = sorted((tmp_path / "train").rglob("weights/learned_state.pt"))
     assert len(prompts) == 1, prompts
-    assert prompts[0].parent.parent == checkpoints[0].parent.parent  # next to the checkpoint: <run>/weights/
+    assert prompts[0].parent == checkpoints[0].parent.parent  # next to the checkpoint's folder: <run>/weights/
     learned = torch.load(prompts[0], map_location="cpu", weights_only=True)
-    assert learned["format"] == "anomalib_clipad.simclip.weights"
-    assert learned["training_classes"] == [TRAIN_CATEGORY]
+    assert learned["format"] == "anomalib_clipad.learned_state"
+    assert learned["provenance"]["training_classes"] == [TRAIN_CATEGORY]
     assert learned["backbone"] == TINY_BACKBONE_24
     assert prompts[0].stat().st_size < checkpoints[0].stat().st_size / 4  # the learned weights only, no CLIP
     checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=False)

@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(
     )
     engine.fit(model, datamodule=datamodule)
     rank = engine.trainer.global_rank
-    state = {name: tensor.clone() for name, tensor in model.model.learnable_state_dict().items()}
+    state = {name: tensor.clone() for name, tensor in model.model.learned_state_dict().items()}
     state["world_size"] = torch.tensor(engine.trainer.world_size)
     state["steps"] = torch.tensor(engine.trainer.global_step)
     state["images_encoded"] = torch.tensor(model.recipe.cache.computed_images)

@@ -26,13 +26,8 @@ from scipy.ndimage import gaussian_filter
 from anomalib_clipad.clip import TINY_BACKBONE_24
 from anomalib_clipad.clip.loading import uses_quick_gelu
 from anomalib_clipad.components.readiness import ModelNotReadyError
-from anomalib_clipad.models.anomalyclip import (
-    AnomalyCLIPModel,
-    from_reference_state_dict,
-    load_prompts,
-    prompts_from_checkpoint,
-    save_prompts,
-)
+from anomalib_clipad.models.anomalyclip import AnomalyCLIPModel, from_reference_state_dict, prompts_from_checkpoint
+from anomalib_clipad.models.learned_state import LearnedState, learned_shapes, read_learned_state
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -145,7 +140,7 @@ def parity(reference: dict) -> dict:
         states = clip.state_dict().values()
         checksum = sum(v.sum(dtype=torch.float64).item() for v in states if v.is_floating_point())
     model = AnomalyCLIPModel(pretrained=clip, quick_gelu=True).eval()
-    prompts = prompts_from_checkpoint(reference["prompt_params"], model.expected_prompt_shapes())
+    prompts = prompts_from_checkpoint(reference["prompt_params"], learned_shapes(model))
     # The reference casts the deep prompts to float16 before splicing them in; we keep float32. With the rounded
     # values our model computes exactly what the reference computed.
     rounded = {name: value.half().float() if name.startswith("deep") else value for name, value in prompts.items()}
@@ -153,7 +148,7 @@ def parity(reference: dict) -> dict:
     with torch.no_grad():
         features = model.encode_images(reference["images"])
         for kind, state in (("fp32", prompts), ("fp16", rounded)):
-            model.load_learnable_state_dict(state)
+            model.load_learned_state_dict(state)
             text = model.text_prototypes.features.clone()
             scores = model.scores(features)
             losses = model.losses(features, reference["labels"], reference["masks"], text_features=text)
@@ -219,7 +214,7 @@ def test_reference_format_maps_to_our_names(tmp_path: Path) -> None:
     state = reference_prompt_learner_state()
     path = tmp_path / "epoch_15.pth"
     torch.save({"prompt_learner": state}, path)
-    prompts = load_prompts(path, VIT_L_SHAPES)
+    prompts = prompts_from_checkpoint(torch.load(path, weights_only=True), VIT_L_SHAPES)
     assert set(prompts) == set(VIT_L_SHAPES)
     torch.testing.assert_close(prompts["normal_context"], state["ctx_pos"][0, 0], rtol=0, atol=0)
     torch.testing.assert_close(prompts["abnormal_context"], state["ctx_neg"][0, 0], rtol=0, atol=0)
@@ -261,17 +256,20 @@ def test_fixture_prompt_params_convert(reference: dict) -> None:
     torch.testing.assert_close(prompts["deep_prompts.7"], params["compound_prompts_text.7"], rtol=0, atol=0)
 
 
-def test_unknown_or_unsafe_prompt_files_are_refused(tmp_path: Path) -> None:
+def test_unknown_or_unsafe_prompt_files_are_refused(tiny_clip24: torch.nn.Module, tmp_path: Path) -> None:
+    model = AnomalyCLIPModel(TINY_BACKBONE_24, pretrained=tiny_clip24, feature_layers=(24,))
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, other)
-    with pytest.raises(ValueError, match="neither an anomalib-clipad AnomalyCLIP prompts file nor a reference"):
-        load_prompts(other)
+    with pytest.raises(ValueError, match=r"neither an anomalib-clipad learned state .* nor a file of"):
+        read_learned_state(other, model, "AnomalyCLIP")
+    with pytest.raises(ValueError, match="neither a former anomalib-clipad AnomalyCLIP prompts file nor a reference"):
+        prompts_from_checkpoint({"state_dict": {"w": torch.zeros(1)}})
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"prompt_learner": {"ctx_pos": torch.zeros(1, 1, 12, 768)}, "config": object()}, unsafe)
     with pytest.raises(ValueError, match="weights_only=True"):
-        load_prompts(unsafe)
+        read_learned_state(unsafe, model, "AnomalyCLIP")
     with pytest.raises(FileNotFoundError):
-        load_prompts(tmp_path / "missing.pt")
+        read_learned_state(tmp_path / "missing.pt", model, "AnomalyCLIP")
 
 
 # ---------------------------------------------------------------------------------------------- tiny backbone
@@ -280,7 +278,7 @@ def tiny_model(clip: torch.nn.Module, **kwargs) -> AnomalyCLIPModel:
     model = AnomalyCLIPModel(TINY_BACKBONE_24, pretrained=clip, image_size=IMAGE_SIZE, seed=3, **kwargs).eval()
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():  # prompts larger than their N(0, 0.02) init, so that every term is clearly exercised
-        for name in model.learnable_state_dict():
+        for name in model.learned_state_dict():
             model.get_parameter(name).normal_(std=0.5, generator=generator)
     return model
 
@@ -422,10 +420,10 @@ def test_only_prompts_learn(tiny_clip24: torch.nn.Module) -> None:
         TINY_BACKBONE_24, pretrained=tiny_clip24, image_size=224, feature_layers=TINY_LAYERS, seed=1
     )
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-    assert trainable == set(model.learnable_state_dict())
+    assert trainable == set(model.learned_state_dict())
     assert len(trainable) == 2 + 8
     frozen = {name: value.clone() for name, value in model.state_dict().items() if name not in trainable}
-    prompts = {name: value.clone() for name, value in model.learnable_state_dict().items()}
+    prompts = {name: value.clone() for name, value in model.learned_state_dict().items()}
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     masks = torch.zeros(2, 224, 224)
     masks[1, 50:120, 80:150] = 1
@@ -440,16 +438,16 @@ def test_only_prompts_learn(tiny_clip24: torch.nn.Module) -> None:
     for name, value in model.state_dict().items():
         if name in frozen:
             assert torch.equal(value, frozen[name]), f"frozen {name} changed"
-    changed = [name for name, value in model.learnable_state_dict().items() if not torch.equal(value, prompts[name])]
+    changed = [name for name, value in model.learned_state_dict().items() if not torch.equal(value, prompts[name])]
     assert set(changed) == trainable
 
 
 def test_prompts_file_round_trip(tiny_clip24: torch.nn.Module, tmp_path: Path) -> None:
     source = tiny_model(tiny_clip24, feature_layers=(24,))
     target = AnomalyCLIPModel(TINY_BACKBONE_24, pretrained=tiny_clip24, feature_layers=(24,), seed=99)
-    path = save_prompts(source.learnable_state_dict(), tmp_path / "prompts.pt")
+    path = LearnedState.from_model(source, "AnomalyCLIP", class_name=None).save(tmp_path / "learned_state.pt")
     assert path.stat().st_size < 100_000
-    target.load_learnable_state_dict(load_prompts(path, target.expected_prompt_shapes()))
+    read_learned_state(path, target, "AnomalyCLIP").apply_to(target)
     assert target.is_ready
     # Two code paths (features stored under no_grad at load vs a forward with autograd on) may pick different kernels:
     # unit-norm features agree to float32 rounding (3e-8 seen on some CPUs), not bit for bit.
@@ -463,26 +461,27 @@ def test_prompts_file_round_trip(tiny_clip24: torch.nn.Module, tmp_path: Path) -
         "compound_prompt_projections.0.weight": torch.zeros(896, 32),
     }
     torch.save({"prompt_learner": reference_state}, tmp_path / "epoch_15.pth")
-    converted = load_prompts(tmp_path / "epoch_15.pth", target.expected_prompt_shapes())
-    for name, value in source.learnable_state_dict().items():  # copies of stored tensors: bit for bit
+    content = torch.load(tmp_path / "epoch_15.pth", weights_only=True)
+    converted = prompts_from_checkpoint(content, learned_shapes(target))
+    for name, value in source.learned_state_dict().items():  # copies of stored tensors: bit for bit
         torch.testing.assert_close(converted[name], value, rtol=0, atol=0)
     other = AnomalyCLIPModel(TINY_BACKBONE_24, pretrained=tiny_clip24, feature_layers=(24,), seed=98)
-    other.load_prompts_file(tmp_path / "epoch_15.pth")
+    read_learned_state(tmp_path / "epoch_15.pth", other, "AnomalyCLIP").apply_to(other)
     # the same computation (load, then store the text features) on the same prompts and CLIP: bit for bit
     torch.testing.assert_close(other.text_prototypes.features, target.text_prototypes.features, rtol=0, atol=0)
 
 
-def test_learnable_state_dict_mismatch_names_the_key(tiny_clip24: torch.nn.Module) -> None:
+def test_learned_state_dict_mismatch_names_the_key(tiny_clip24: torch.nn.Module) -> None:
     model = AnomalyCLIPModel(TINY_BACKBONE_24, pretrained=tiny_clip24, feature_layers=(24,))
-    state = model.learnable_state_dict()
+    state = model.learned_state_dict()
     missing = {name: value for name, value in state.items() if name != "deep_prompts.5"}
     with pytest.raises(ValueError, match=r"missing key 'deep_prompts\.5'"):
-        model.load_learnable_state_dict(missing)
+        model.load_learned_state_dict(missing)
     wrong = {**state, "abnormal_context": torch.zeros(8, 32)}
     with pytest.raises(ValueError, match=r"'abnormal_context' has shape \(8, 32\)"):
-        model.load_learnable_state_dict(wrong)
+        model.load_learned_state_dict(wrong)
     with pytest.raises(ValueError, match=r"unexpected key 'extra'"):
-        model.load_learnable_state_dict({**state, "extra": torch.zeros(1)})
+        model.load_learned_state_dict({**state, "extra": torch.zeros(1)})
     assert not model.is_ready
 
 

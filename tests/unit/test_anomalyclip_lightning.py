@@ -34,7 +34,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_clipad import AnomalyCLIP
 from anomalib_clipad.data import AuxiliaryData, DataLeakageError
-from anomalib_clipad.models.anomalyclip import load_prompts, save_prompts
+from anomalib_clipad.models.learned_state import LearnedState, learned_shapes, read_learned_state
 from anomalib_clipad.registry import get_spec
 
 TRAIN_CATEGORY, TARGET_CATEGORY = "alpha", "beta"  # the categories of conftest's two_categories
@@ -212,8 +212,8 @@ def test_leakage_guard_refuses_testing_on_training_images(
 def test_leakage_guard_holds_for_a_model_scoring_from_the_prompts_file_alone(
     trained: dict[str, Any], two_categories: Path, tmp_path: Path
 ) -> None:
-    """The prompts file records the training images: no checkpoint is needed for the guard to hold."""
-    prompts_file = sorted(trained["root"].rglob("weights/prompts/prompts.pt"))[0]
+    """The learned-state file records the training images: no checkpoint is needed for the guard to hold."""
+    prompts_file = sorted(trained["root"].rglob("weights/learned_state.pt"))[0]
     from_file = tiny_model(prompts=str(prompts_file))
     leaking = target(two_categories, category=TRAIN_CATEGORY, val_split_mode="from_test")
     with pytest.raises(DataLeakageError, match="Data leakage"):
@@ -235,7 +235,7 @@ def test_only_prompts_change_and_clip_weights_stay_bit_identical(trained: dict[s
     torch_model, before = trained["model"].model, trained["before"]
     after = torch_model.state_dict()
     assert set(after) == set(before)
-    prompts = set(torch_model.learnable_state_dict())
+    prompts = set(torch_model.learned_state_dict())
     assert len(prompts) == 2 + 8  # two contexts, deep prompts of text layers 2-9
     trainable = {name for name, parameter in torch_model.named_parameters() if parameter.requires_grad}
     assert trainable == prompts
@@ -251,13 +251,15 @@ def test_only_prompts_change_and_clip_weights_stay_bit_identical(trained: dict[s
     torch.testing.assert_close(torch_model.text_prototypes.features, text, rtol=0, atol=1e-6)
 
 
-def test_training_writes_the_prompts_file(trained: dict[str, Any]) -> None:
-    files = sorted(trained["root"].rglob("weights/prompts/prompts.pt"))
+def test_training_writes_the_learned_state_file(trained: dict[str, Any]) -> None:
+    files = sorted(trained["root"].rglob("weights/learned_state.pt"))
     assert len(files) == 1, files
     torch_model = trained["model"].model
-    saved = load_prompts(files[0], torch_model.expected_prompt_shapes())
-    for name, value in torch_model.learnable_state_dict().items():
-        torch.testing.assert_close(saved[name], value, rtol=0, atol=0)
+    saved = read_learned_state(files[0], torch_model, "AnomalyCLIP")
+    assert saved.class_name is None  # object-agnostic prompts: any target
+    assert saved.provenance.training_paths == tuple(sorted(trained["model"].recipe.training_paths))
+    for name, value in torch_model.learned_state_dict().items():
+        torch.testing.assert_close(saved.state[name], value, rtol=0, atol=0)
 
 
 def test_auxiliary_set_without_anomalies_is_a_clear_error(two_categories: Path, tmp_path: Path) -> None:
@@ -266,39 +268,47 @@ def test_auxiliary_set_without_anomalies_is_a_clear_error(two_categories: Path, 
         engine(tmp_path).fit(tiny_model(), datamodule=normal_only)
 
 
-def _prompts_of_another_shape(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+def _prompts_of_another_shape(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """A former prompts file (it records no settings: the shapes are checked) with n_ctx 8 instead of 12."""
     prompts = {name: torch.zeros(shape) for name, shape in shapes.items()}
-    prompts["normal_context"] = torch.zeros(8, shapes["normal_context"][1])  # n_ctx 8 instead of 12
-    return prompts
+    prompts["normal_context"] = torch.zeros(8, shapes["normal_context"][1])
+    torch.save({"format": "anomalib_clipad.anomalyclip.prompts", "version": 1, "prompts": prompts}, path)
+
+
+def _state_of_another_setting(path: Path, model: Any) -> None:
+    state = LearnedState.from_model(model, "AnomalyCLIP", class_name=None)
+    state.architecture["n_ctx"] = 8
+    state.save(path)
 
 
 @pytest.mark.parametrize(
     ("write", "message"),
     [
-        (lambda path, shapes: save_prompts(_prompts_of_another_shape(shapes), path), r"'normal_context' has shape"),
+        (lambda path, model: _prompts_of_another_shape(path, learned_shapes(model)), r"'normal_context' has shape"),
+        (_state_of_another_setting, r"n_ctx=8, but the model was built with n_ctx=12.*--model\.n_ctx 8"),
         (
-            lambda path, shapes: torch.save({"state_dict": {"weight": torch.zeros(3)}}, path),
-            "neither an anomalib-clipad AnomalyCLIP prompts file nor a reference",
+            lambda path, model: torch.save({"state_dict": {"weight": torch.zeros(3)}}, path),
+            "neither an anomalib-clipad learned state",
         ),
         (
-            lambda path, shapes: torch.save(
-                {"prompt_learner": {"ctx_pos": torch.zeros(1, 1, *shapes["normal_context"])}}, path
+            lambda path, model: torch.save(
+                {"prompt_learner": {"ctx_pos": torch.zeros(1, 1, *learned_shapes(model)["normal_context"])}}, path
             ),
             "missing key 'ctx_neg'",
         ),
-        (lambda path, shapes: path.write_text("not a torch file"), "can be read safely"),
+        (lambda path, model: path.write_text("not a torch file"), "can be read safely"),
     ],
-    ids=["other-shape", "other-format", "reference-incomplete", "not-torch"],
+    ids=["other-shape", "other-setting", "other-format", "reference-incomplete", "not-torch"],
 )
 def test_prompts_file_of_another_shape_or_format_is_a_clear_error(
     trained: dict[str, Any],
     two_categories: Path,
     tmp_path: Path,
-    write: Callable[[Path, dict[str, tuple[int, ...]]], Any],
+    write: Callable[[Path, Any], Any],
     message: str,
 ) -> None:
     path = tmp_path / "prompts.pt"
-    write(path, trained["model"].model.expected_prompt_shapes())
+    write(path, trained["model"].model)
     model = tiny_model(prompts=str(path))
     with pytest.raises(ValueError, match=message):  # raised where the model is built: anomalib test's setup
         engine(tmp_path / "run").test(model, datamodule=target(two_categories, val_split_mode="from_test"))

@@ -362,7 +362,7 @@ def test_losses_without_any_mask_train_the_image_loss_only(zero_shot, images) ->
 def test_only_adapters_ipt_and_projections_train(zero_shot: SimCLIPModel, images: torch.Tensor) -> None:
     model = copy.deepcopy(zero_shot).train()
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-    assert trainable == set(model.learnable_state_dict())
+    assert trainable == set(model.learned_state_dict())
     assert {"vision.proj", "text.text_projection"} <= trainable
     before = {name: value.clone() for name, value in model.state_dict().items()}
     features = model.encode_images(images)
@@ -471,7 +471,7 @@ def test_bad_inputs_give_clear_errors(zero_shot: SimCLIPModel, images: torch.Ten
 def test_not_ready_models_refuse_to_score(zero_shot: SimCLIPModel, few_shot, images) -> None:
     fresh = copy.deepcopy(zero_shot)
     fresh.class_name = None
-    fresh.load_learnable_state_dict(zero_shot.learnable_state_dict())  # no class name: prototypes cleared
+    fresh.load_learned_state_dict(zero_shot.learned_state_dict())  # no class name: prototypes cleared
     with pytest.raises(ModelNotReadyError, match="text prototypes"):
         fresh(images)
     with pytest.raises(ModelNotReadyError, match="class name"):
@@ -489,7 +489,7 @@ def test_not_ready_models_refuse_to_score(zero_shot: SimCLIPModel, few_shot, ima
 
 
 def test_learned_weights_round_trip(zero_shot: SimCLIPModel, images: torch.Tensor) -> None:
-    learned = zero_shot.learnable_state_dict()
+    learned = zero_shot.learned_state_dict()
     assert set(learned) == {
         "vision.proj",
         "text.text_projection",
@@ -508,12 +508,12 @@ def test_learned_weights_round_trip(zero_shot: SimCLIPModel, images: torch.Tenso
                 parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(3)))
         other.update_text_features()
         assert not torch.allclose(other(images).pred_score, zero_shot(images).pred_score)
-        other.load_learnable_state_dict(learned)
+        other.load_learned_state_dict(learned)
         torch.testing.assert_close(other(images).anomaly_map, zero_shot(images).anomaly_map)
     with pytest.raises(ValueError, match="missing"):
-        other.load_learnable_state_dict({k: v for k, v in learned.items() if k != "ipt.prompt_seed"})
+        other.load_learned_state_dict({k: v for k, v in learned.items() if k != "ipt.prompt_seed"})
     with pytest.raises(ValueError, match="shape"):
-        other.load_learnable_state_dict(learned | {"ipt.prompt_seed": torch.zeros(1, 9)})
+        other.load_learned_state_dict(learned | {"ipt.prompt_seed": torch.zeros(1, 9)})
 
 
 def test_checkpoint_restores_memory_and_prototypes(few_shot: SimCLIPModel, images: torch.Tensor) -> None:
@@ -528,7 +528,7 @@ def test_checkpoint_restores_memory_and_prototypes(few_shot: SimCLIPModel, image
 
 
 def test_reference_weights_convert(zero_shot: SimCLIPModel) -> None:
-    learned = zero_shot.learnable_state_dict()
+    learned = zero_shot.learned_state_dict()
     clip = {
         "x_learner_proj.linear.weight": learned["ipt.token_weighting.weight"],
         "x_learner_proj.linear.bias": learned["ipt.token_weighting.bias"],

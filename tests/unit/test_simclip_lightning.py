@@ -26,7 +26,8 @@ import torch
 from anomalib_clipad.clip import TINY_BACKBONE_24
 from anomalib_clipad.data.shots import collect_shots
 from anomalib_clipad.models.common import clip_transform
-from anomalib_clipad.models.simclip import SimCLIP, load_learned_weights
+from anomalib_clipad.models.learned_state import read_learned_state
+from anomalib_clipad.models.simclip import SimCLIP
 
 SIZE = 112  # 8 x 8 patch grid
 TRAIN, TARGET, OTHER = "widget", "cloth", "gadget"
@@ -103,7 +104,7 @@ def trained(dataset: Path, tiny_clip24_weights: Path, tmp_path_factory: pytest.T
     del model.model.encode_images
     checkpoint = root / "simclip.ckpt"
     engine.trainer.save_checkpoint(checkpoint)
-    prompts = sorted(root.rglob("weights/prompts/prompts.pt"))
+    prompts = sorted(root.rglob("weights/learned_state.pt"))
     return {
         "model": model.eval(),
         "engine": engine,
@@ -155,7 +156,7 @@ def test_frozen_image_tower_encodes_each_training_image_once(trained: dict) -> N
 def test_only_the_trainable_parameters_change(trained: dict) -> None:
     model = trained["model"].model
     trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-    assert trainable == set(model.learnable_state_dict())  # adapters, IPT, the two projection heads
+    assert trainable == set(model.learned_state_dict())  # adapters, IPT, the two projection heads
     assert {id(parameter) for parameter in trained["optimised"]} == {
         id(parameter) for parameter in model.parameters() if parameter.requires_grad
     }
@@ -196,9 +197,11 @@ def test_prompts_file_reproduces_the_outputs_without_checkpoint(
     trained: dict, dataset: Path, tiny_clip24_weights: Path, images: torch.Tensor
 ) -> None:
     content = torch.load(trained["prompts"][0], weights_only=True)
-    assert content["format"] == "anomalib_clipad.simclip.weights"
-    assert set(content["weights"]) == set(trained["model"].model.learnable_state_dict())
-    assert content["training_classes"] == [TRAIN]
+    assert content["format"] == "anomalib_clipad.learned_state"
+    assert content["model"] == "SimCLIP"
+    assert content["class_name"] is None  # class-agnostic: no memory, prompts of any target
+    assert set(content["state"]) == set(trained["model"].model.learned_state_dict())
+    assert content["provenance"]["training_classes"] == [TRAIN]
     model = SimCLIP(pretrained=str(tiny_clip24_weights), prompts=str(trained["prompts"][0]), **OPTIONS)
     assert model.model.class_name is None  # no class yet: the target gives it
     assert model.training_classes == {TRAIN}
@@ -209,7 +212,7 @@ def test_prompts_file_reproduces_the_outputs_without_checkpoint(
 
 
 def test_reference_weight_files_are_read(trained: dict, tiny_clip24_weights: Path, tmp_path: Path, images) -> None:
-    learned = trained["model"].model.learnable_state_dict()
+    learned = trained["model"].model.learned_state_dict()
     clip = {
         "x_learner_proj.linear.weight": learned["ipt.token_weighting.weight"],
         "x_learner_proj.linear.bias": learned["ipt.token_weighting.bias"],
@@ -236,7 +239,7 @@ def test_reference_weight_files_are_read(trained: dict, tiny_clip24_weights: Pat
     for expected, actual in zip(outputs(trained["model"], images), outputs(model, images), strict=True):
         torch.testing.assert_close(actual, expected)
     with pytest.raises(ValueError, match="two files"):
-        load_learned_weights(tmp_path / "clip.pth", model.model)
+        read_learned_state(tmp_path / "clip.pth", model.model, "SimCLIP")
 
 
 def test_simclip_plus_draws_its_shot_from_the_target_train_split(
@@ -285,23 +288,36 @@ def test_bad_settings_and_files_give_clear_errors(trained: dict, tiny_clip24_wei
     model = trained["model"].model
     prompts = trained["prompts"][0]
     good = torch.load(prompts, weights_only=True)
+    former = {  # the former SimCLIP weights file
+        "format": "anomalib_clipad.simclip.weights",
+        "version": 1,
+        "weights": good["state"],
+        "backbone": TINY_BACKBONE_24,
+        "feature_layers": [6, 12, 18, 24],
+        "image_size": SIZE,
+    }
     cases = {
-        "shape": {**good, "weights": {**good["weights"], "ipt.prompt_seed": torch.zeros(1, 9)}},
-        "missing": {**good, "weights": {k: v for k, v in good["weights"].items() if k != "ipt.fusion.bias"}},
-        "feature_layers": {**good, "feature_layers": [6, 12]},
-        "version": {**good, "version": 99},
+        "shape": {**good, "state": {**good["state"], "ipt.prompt_seed": torch.zeros(1, 9)}},
+        "missing": {**good, "state": {k: v for k, v in good["state"].items() if k != "ipt.fusion.bias"}},
+        "feature_layers": {**good, "architecture": {**good["architecture"], "feature_layers": [6, 12]}},
+        "version 99": {**good, "version": 99},
+        "former-shape": {**former, "weights": {**former["weights"], "ipt.prompt_seed": torch.zeros(1, 9)}},
+        "former-feature_layers": {**former, "feature_layers": [6, 12]},
+        "former-version 99": {**former, "version": 99},
         "AnomalyCLIP": {"format": "anomalib_clipad.anomalyclip.prompts", "version": 1, "prompts": {}},
         "neither": {"state_dict": {"w": torch.zeros(1)}},
     }
-    for message, content in cases.items():
-        path = tmp_path / f"{message}.pt"
+    for name, content in cases.items():
+        path = tmp_path / f"{name}.pt"
         torch.save(content, path)
-        with pytest.raises(ValueError, match=message):
-            load_learned_weights(path, model)
+        with pytest.raises(ValueError, match=name.removeprefix("former-")):
+            read_learned_state(path, model, "SimCLIP").apply_to(model)
+    torch.save(former, tmp_path / "former.pt")
+    assert read_learned_state(tmp_path / "former.pt", model, "SimCLIP").state.keys() == good["state"].keys()
     unsafe = tmp_path / "unsafe.pt"
     unsafe.write_bytes(pickle.dumps(SimpleNamespace(a=1)))
     with pytest.raises(ValueError, match="safely"):
-        load_learned_weights(unsafe, model)
+        read_learned_state(unsafe, model, "SimCLIP")
     with pytest.raises(ValueError, match="feature_layers"):  # a model of other layers refuses the file
         SimCLIP(
             pretrained=str(tiny_clip24_weights), prompts=str(prompts), feature_layers=(6, 12), **OPTIONS

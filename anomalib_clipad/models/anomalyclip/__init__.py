@@ -4,21 +4,12 @@
 """AnomalyCLIP: object-agnostic prompt learning for zero-shot anomaly detection (Zhou et al., ICLR 2024)."""
 
 from .lightning_model import AnomalyCLIP
-from .prompts_file import (
-    check_prompt_state_dict,
-    from_reference_state_dict,
-    load_prompts,
-    prompts_from_checkpoint,
-    save_prompts,
-)
+from .reference_format import from_reference_state_dict, prompts_from_checkpoint
 from .torch_model import AnomalyCLIPModel
 
 __all__ = [
     "AnomalyCLIP",
     "AnomalyCLIPModel",
-    "check_prompt_state_dict",
     "from_reference_state_dict",
-    "load_prompts",
     "prompts_from_checkpoint",
-    "save_prompts",
 ]

@@ -59,8 +59,7 @@ from anomalib_clipad.components.losses import dice_loss, focal_loss
 from anomalib_clipad.components.readiness import require_ready
 from anomalib_clipad.components.scoring import scaled_sigma, upsample
 from anomalib_clipad.components.text_prototypes import TextPrototypes
-
-from .prompts_file import check_prompt_state_dict, load_prompts
+from anomalib_clipad.models.learned_state import learned_tensors, load_learned_tensors
 
 MODEL_NAME = "AnomalyCLIP"
 PLACEHOLDER = "X"
@@ -70,6 +69,8 @@ REFERENCE_MAP_SIZE = 518
 """AnomalyCLIP smooths its maps with sigma = 4 at 518 x 518; sigma is scaled with the output size."""
 GLOBAL_KEY = "global_features"
 PATCH_KEY = "patch_features_{layer}"
+LEARNED_PREFIXES = ("normal_context", "abnormal_context", "deep_prompts.")
+"""The learned state: the two object-agnostic contexts and the deep text prompts."""
 
 
 class AnomalyCLIPModel(nn.Module):
@@ -235,8 +236,8 @@ class AnomalyCLIPModel(nn.Module):
             MODEL_NAME,
             {"text features": self.is_ready},
             how=(
-                "train its prompts on an auxiliary dataset with masks (`anomalib train`/`Engine.fit`), load trained "
-                "prompts (`load_prompts_file`, also the reference's checkpoints), or load a trained checkpoint "
+                "train its prompts on an auxiliary dataset with masks (`anomalib train`/`Engine.fit`), load a learned "
+                "state (`read_learned_state`, also the reference's checkpoints), or load a trained checkpoint "
                 "(`--ckpt_path`)."
             ),
         )
@@ -459,56 +460,28 @@ class AnomalyCLIPModel(nn.Module):
         loss = image_loss + self.local_loss_weight * local_loss
         return {"loss": loss, "image_loss": image_loss, "local_loss": local_loss}
 
-    # ------------------------------------------------------------------------------------------ learnable state
-    def learnable_state_dict(self) -> dict[str, torch.Tensor]:
+    # ------------------------------------------------------------------------------------------ learned state
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
         """The prompt parameters (the whole trained state: a few tens of kB), detached copies on the CPU.
 
         Keys: ``normal_context`` ``(E, width)``, ``abnormal_context`` ``(E, width)``, ``deep_prompts.<i>``
-        ``(Q, width)`` for text layer ``i + 2``.
+        ``(Q, width)`` for text layer ``i + 2``. The text features are recomputed from them when loaded.
         """
-        return {name: parameter.detach().cpu().clone() for name, parameter in self._prompt_parameters().items()}
+        return learned_tensors(self, LEARNED_PREFIXES)
 
-    def load_learnable_state_dict(
-        self,
-        state_dict: Mapping[str, torch.Tensor],
-        update_text_features: bool = True,
-    ) -> None:
-        """Load prompt parameters (from :meth:`learnable_state_dict` or :mod:`.prompts_file`).
+    def load_learned_state_dict(self, state: Mapping[str, torch.Tensor], update_text_features: bool = True) -> None:
+        """Load prompt parameters (:meth:`learned_state_dict` output, or a converted reference checkpoint).
 
         Args:
-            state_dict: name -> tensor, exactly the keys of :meth:`learnable_state_dict`.
+            state: name -> tensor, exactly the keys of :meth:`learned_state_dict`.
             update_text_features: also store the prompts' text features for inference.
 
         Raises:
             ValueError: naming the first missing, unexpected or wrongly shaped key.
         """
-        parameters = self._prompt_parameters()
-        check_prompt_state_dict(state_dict, self.expected_prompt_shapes())
-        with torch.no_grad():
-            for name, parameter in parameters.items():
-                parameter.copy_(state_dict[name])
+        load_learned_tensors(self, state, LEARNED_PREFIXES, MODEL_NAME)
         if update_text_features:
             self.update_text_features()
-
-    def load_prompts_file(self, path: str | os.PathLike, update_text_features: bool = True) -> None:
-        """Load prompts from a file: ours (:func:`~.prompts_file.save_prompts`) or a reference checkpoint.
-
-        Args:
-            path: the file (read with ``weights_only=True``).
-            update_text_features: also store the prompts' text features for inference.
-
-        Raises:
-            FileNotFoundError: no such file.
-            ValueError: not a prompts file, or prompts of another shape (the first mismatching key is named).
-        """
-        self.load_learnable_state_dict(load_prompts(path, self.expected_prompt_shapes()), update_text_features)
-
-    def expected_prompt_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Name -> shape of every prompt parameter (what a prompts file must hold)."""
-        return {name: tuple(parameter.shape) for name, parameter in self._prompt_parameters().items()}
-
-    def _prompt_parameters(self) -> dict[str, nn.Parameter]:
-        return {name: parameter for name, parameter in self.named_parameters() if _is_prompt(name)}
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Check that a checkpoint was made with the same image tower before loading it."""
@@ -518,7 +491,3 @@ class AnomalyCLIPModel(nn.Module):
             f"{MODEL_NAME} ({self.backbone})",
         )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def _is_prompt(name: str) -> bool:
-    return name in {"normal_context", "abnormal_context"} or name.startswith("deep_prompts.")

@@ -55,6 +55,7 @@ from anomalib_clipad.components.readiness import require_ready
 from anomalib_clipad.components.scoring import scaled_sigma, upsample
 from anomalib_clipad.components.text_prototypes import TextPrototypes
 from anomalib_clipad.models.common import CLIP_MEAN, CLIP_STD
+from anomalib_clipad.models.learned_state import REFERENCE_PREFIX, learned_tensors, load_learned_tensors
 
 from .loss import DeviationLoss, deviation_to_probability, patch_deviation, top_k_bag_deviation
 
@@ -65,6 +66,8 @@ NORMAL_SUFFIX = "normal {}"
 ANOMALOUS_SUFFIX = "defective {}"
 SMOOTHING_SIGMA_AT_400 = 4.0
 REFERENCE_MAP_SIZE = 400
+LEARNED_PREFIXES = ("prompt_learner.", "text_prototypes.", REFERENCE_PREFIX)
+"""The learned state: the shared context and its prompt tokens, the text features, the vision memory."""
 
 
 class SharedContextPromptLearner(nn.Module):
@@ -443,6 +446,19 @@ class DevPromptModel(nn.Module):
         """
         self.vision.check_state_dict(state_dict, f"{prefix}vision.positional_embedding", f"DevPrompt ({self.backbone})")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ learned state
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The prompt learner (context and the class's prompt tokens), the text features and the vision memory."""
+        return learned_tensors(self, LEARNED_PREFIXES)
+
+    def load_learned_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`learned_state_dict` output: the model then scores as the one it came from.
+
+        Raises:
+            ValueError: naming the first missing, unexpected or wrongly shaped key.
+        """
+        load_learned_tensors(self, state, LEARNED_PREFIXES, "DevPrompt")
 
     # ------------------------------------------------------------------ text side
     def prompt_features(self) -> torch.Tensor:

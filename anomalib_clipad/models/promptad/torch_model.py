@@ -56,6 +56,7 @@ from anomalib_clipad.components.prompts import (
 from anomalib_clipad.components.readiness import require_ready
 from anomalib_clipad.components.scoring import anomaly_probability, scaled_sigma, upsample
 from anomalib_clipad.components.text_prototypes import TextPrototypes
+from anomalib_clipad.models.learned_state import REFERENCE_PREFIX, learned_tensors, load_learned_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ HEADS = ("image", "pixel")
 REFERENCE_MAP_SIZE = 400
 """PromptAD smooths its pixel maps with sigma = 4 at 400 x 400; sigma is scaled with the output size."""
 MEMORY_TAPS = ("block_output", "reference")
+LEARNED_PREFIXES = ("prompt_learners.", "text_prototypes.", REFERENCE_PREFIX)
+"""The learned state: both heads' contexts and text prototypes, and the vision memories."""
 
 
 def resolve_anomaly_states(category: str, anomaly_states: Sequence[str] | None = None) -> list[str]:
@@ -567,6 +570,21 @@ class PromptADModel(nn.Module):
             "k_shot": self.k_shot,
             "position_embedding": self.position_embedding,
         }
+
+    # ------------------------------------------------------------------------------------------ learned state
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned contexts of both heads, their text prototypes and the vision memories (detached, on the CPU)."""
+        return learned_tensors(self, LEARNED_PREFIXES)
+
+    def load_learned_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`learned_state_dict` output: the model then scores as the one it came from.
+
+        The text prototypes are restored, not recomputed (the prompts of the class need not be built to score).
+
+        Raises:
+            ValueError: naming the first missing, unexpected or wrongly shaped key.
+        """
+        load_learned_tensors(self, state, LEARNED_PREFIXES, "PromptAD")
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Check that a checkpoint was made with the same image tower before loading it."""

@@ -3,8 +3,9 @@
 
 """SimCLIP / SimCLIP+: realigned CLIP features for zero-/few-shot anomaly detection (Deng et al., ACM MM 2024)."""
 
-from .lightning_model import SimCLIP, load_learned_weights, save_learned_weights
-from .torch_model import ImplicitPromptTuning, SimCLIPModel, binary_prompts, convert_reference_weights
+from .lightning_model import SimCLIP
+from .reference_format import convert_reference_weights
+from .torch_model import ImplicitPromptTuning, SimCLIPModel, binary_prompts
 
 __all__ = [
     "ImplicitPromptTuning",
@@ -12,6 +13,4 @@ __all__ = [
     "SimCLIPModel",
     "binary_prompts",
     "convert_reference_weights",
-    "load_learned_weights",
-    "save_learned_weights",
 ]

@@ -70,6 +70,7 @@ from anomalib_clipad.components.memory import ReferenceMemory
 from anomalib_clipad.components.readiness import require_ready
 from anomalib_clipad.components.scoring import anomaly_probability, scaled_sigma, upsample
 from anomalib_clipad.components.text_prototypes import TextPrototypes
+from anomalib_clipad.models.learned_state import REFERENCE_PREFIX, learned_tensors, load_learned_tensors
 
 BACKBONE = "ViT-L-14-336"
 PRETRAINED = "openai"
@@ -720,54 +721,45 @@ class SimCLIPModel(nn.Module):
             "prompt_hidden_size": int(self.ipt.prompt_mlp[0].out_features),
         }
 
-    # ------------------------------------------------------------------------------------------ learned weights
-    def learnable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The learned weights (the small "prompts" file): adapters, IPT, and CLIP's image and text projections.
+    # ------------------------------------------------------------------------------------------ learned state
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned weights: adapters, IPT, CLIP's image and text projections, and SimCLIP+'s memory when filled.
 
-        The projections are included whether or not they are trained, so a file always says everything that differs
-        from the pretrained CLIP. Detached copies on the CPU.
+        The projections are included whether or not they are trained, so a state always says everything that differs
+        from the pretrained CLIP. The text prototypes are recomputed from these for the class set when loaded.
+        Detached copies on the CPU.
         """
-        return {name: parameter.detach().cpu().clone() for name, parameter in self._learnable_parameters().items()}
-
-    def _learnable_parameters(self) -> dict[str, nn.Parameter]:
-        return {
-            name: parameter
-            for name, parameter in self.named_parameters()
-            if any(name == prefix or name.startswith(prefix) for prefix in LEARNABLE_PREFIXES)
-        }
+        prefixes = (*LEARNABLE_PREFIXES, REFERENCE_PREFIX) if self.references_ready else LEARNABLE_PREFIXES
+        return learned_tensors(self, prefixes)
 
     @torch.no_grad()
-    def load_learnable_state_dict(
+    def load_learned_state_dict(
         self,
-        state_dict: Mapping[str, torch.Tensor],
+        state: Mapping[str, torch.Tensor],
         update_text_features: bool = True,
     ) -> None:
-        """Load :meth:`learnable_state_dict` output (or :func:`convert_reference_weights` output).
+        """Load :meth:`learned_state_dict` output (or a converted reference or former file).
 
         Args:
-            state_dict: name -> tensor, exactly the keys of :meth:`learnable_state_dict`.
+            state: name -> tensor, the keys of :meth:`learned_state_dict`; the memory (``memories.*``) is optional
+                (without it, the model's own memory, if any, is kept: it holds frozen-CLIP features only).
             update_text_features: recompute the stored text prototypes for the set class (cleared when no class is
                 set, so inference cannot use prototypes of other weights).
 
         Raises:
-            ValueError: keys missing or unexpected, or shapes that do not match this model (another backbone or
-                feature layers).
+            ValueError: naming the first missing, unexpected or wrongly shaped key (another backbone or feature
+                layers).
         """
-        parameters = self._learnable_parameters()
-        expected = set(parameters)
-        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
-        if missing or unexpected:
-            msg = f"Not a {self.name} learned-weights file for this model: missing {missing}, unexpected {unexpected}."
+        memory = state.get(f"{REFERENCE_PREFIX}{self.feature_layers[0]}.features")
+        n_patches = self.grid_size[0] * self.grid_size[1]
+        if memory is not None and memory.shape[0] != self.k_shot * n_patches:
+            stored = memory.shape[0] // n_patches
+            msg = (
+                f"The learned state holds a memory of {stored} reference image(s), but this model has "
+                f"k_shot={self.k_shot}: build it with k_shot={stored} (CLI: `--model.k_shot {stored}`)."
+            )
             raise ValueError(msg)
-        for name in expected:
-            if tuple(state_dict[name].shape) != tuple(parameters[name].shape):
-                msg = (
-                    f"Learned weight {name} has shape {tuple(state_dict[name].shape)}, this model "
-                    f"{tuple(parameters[name].shape)}: the file was made with another backbone or feature layers."
-                )
-                raise ValueError(msg)
-        for name in expected:
-            parameters[name].copy_(state_dict[name])
+        load_learned_tensors(self, state, (*LEARNABLE_PREFIXES, REFERENCE_PREFIX), self.name, (REFERENCE_PREFIX,))
         if not update_text_features:
             return
         if self.class_name is not None:
@@ -780,53 +772,3 @@ class SimCLIPModel(nn.Module):
         """Check that a checkpoint was made with the same image tower before loading it."""
         self.vision.check_state_dict(state_dict, f"{prefix}vision.positional_embedding", f"SimCLIP ({self.backbone})")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def convert_reference_weights(
-    clip_state_dict: Mapping[str, torch.Tensor],
-    adapter_state_dict: Mapping[str, torch.Tensor],
-    feature_layers: Sequence[int] = FEATURE_LAYERS,
-) -> dict[str, torch.Tensor]:
-    """Turn the reference code's published weights into :meth:`SimCLIPModel.learnable_state_dict` form.
-
-    The reference saves the whole CLIP (``{"clip": state_dict}``, with its IPT parameters and fine-tuned projections)
-    and the adapters (``{"trainable_linearlayer": state_dict}``, ``fc.<i>`` for the ``i``-th feature layer). Its
-    adapters were trained on GELU activations: build the model with ``quick_gelu=False`` to use them.
-
-    Args:
-        clip_state_dict: the reference CLIP state dict (or the ``{"clip": ...}`` file content).
-        adapter_state_dict: the reference adapter state dict (or the ``{"trainable_linearlayer": ...}`` content).
-        feature_layers: the feature layers the adapters belong to, in order.
-
-    Returns:
-        A state dict for :meth:`SimCLIPModel.load_learnable_state_dict`.
-
-    Raises:
-        KeyError: a reference key is missing (e.g. weights of an older reference version).
-    """
-    clip = clip_state_dict.get("clip", clip_state_dict)
-    adapters = adapter_state_dict.get("trainable_linearlayer", adapter_state_dict)
-    mapping = {
-        "ipt.token_weighting.weight": "x_learner_proj.linear.weight",
-        "ipt.token_weighting.bias": "x_learner_proj.linear.bias",
-        "ipt.prompt_mlp.0.weight": "layer_learner_1_upProj.0.weight",
-        "ipt.prompt_mlp.0.bias": "layer_learner_1_upProj.0.bias",
-        "ipt.prompt_mlp.2.weight": "layer_learner_1_upProj.2.weight",
-        "ipt.prompt_mlp.2.bias": "layer_learner_1_upProj.2.bias",
-        "ipt.fusion.weight": "layer_learner_1_proj.linear.weight",
-        "ipt.fusion.bias": "layer_learner_1_proj.linear.bias",
-        "vision.proj": "visual.proj",
-        "text.text_projection": "text_projection",
-    }
-    for index, layer in enumerate(feature_layers):
-        mapping[f"adapters.{layer}.weight"] = f"fc.{index}.weight"
-        mapping[f"adapters.{layer}.bias"] = f"fc.{index}.bias"
-    missing = [key for ours, key in mapping.items() if key not in (adapters if ours.startswith("adapters.") else clip)]
-    if "layer_learner_1" not in clip:
-        missing.append("layer_learner_1")
-    if missing:
-        msg = f"The reference weights lack {missing}; they are not SimCLIP reference weights of the supported version."
-        raise KeyError(msg)
-    converted = {ours: (adapters if ours.startswith("adapters.") else clip)[key] for ours, key in mapping.items()}
-    converted["ipt.prompt_seed"] = clip["layer_learner_1"].reshape(1, -1)
-    return {key: value.float() for key, value in converted.items()}

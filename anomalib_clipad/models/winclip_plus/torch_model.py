@@ -44,6 +44,7 @@ from anomalib_clipad.components.memory import ReferenceMemory
 from anomalib_clipad.components.prompts import ANOMALOUS_STATES, NORMAL_STATES, WINCLIP_TEMPLATES, prompt_class_name
 from anomalib_clipad.components.readiness import ModelNotReadyError, require_ready
 from anomalib_clipad.components.text_prototypes import TextPrototypes
+from anomalib_clipad.models.learned_state import REFERENCE_PREFIX, learned_tensors, load_learned_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -419,6 +420,22 @@ class WinCLIPPlusModel(nn.Module):
             "scales": list(self.scales),
             "k_shot": self.k_shot,
         }
+
+    # ------------------------------------------------------------------------------------------ learned state
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The text prototypes of the class and, for WinCLIP+, the window and patch memories (detached, on the CPU)."""
+        prefixes = ("prototypes.", REFERENCE_PREFIX) if self.references_ready else ("prototypes.",)
+        return learned_tensors(self, prefixes)
+
+    def load_learned_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`learned_state_dict` output; a state without memories makes the model zero-shot WinCLIP.
+
+        Raises:
+            ValueError: naming the first missing, unexpected or wrongly shaped key.
+        """
+        load_learned_tensors(self, state, ("prototypes.", REFERENCE_PREFIX), MODEL_NAME, (REFERENCE_PREFIX,))
+        if not any(name.startswith(REFERENCE_PREFIX) for name in state):
+            self.set_references(None)
 
     @staticmethod
     def _require_ready(parts: dict[str, bool], how: str) -> None:
