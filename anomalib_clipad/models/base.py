@@ -220,8 +220,9 @@ class ClipModelMixin(QuietExportMixin):
         return None
 
     def set_class(self, class_name: str) -> None:
-        """Set the torch model up for ``class_name`` (its prompts or text prototypes)."""
+        """Set the torch model up for ``class_name`` (its prompts or text prototypes); its text side is then stale."""
         self.model.set_class(class_name, self.anomaly_states(class_name))
+        self._inference_state_stale = True
 
     def _prepare_class(self, trainer: Trainer | None) -> str | None:
         """Set up, re-build for, or refuse the requested class; return it (``None`` for class-agnostic scoring).
@@ -313,6 +314,7 @@ class ClipModelMixin(QuietExportMixin):
         self.refresh_inference_state()
         class_before, references_before = self.model.class_name, list(self.reference_paths)
         class_name = self._prepare_class(trainer)
+        self.refresh_inference_state()
         self._prepare_references(trainer, class_name)
         if self.training_paths and stage == "test":
             self._check_no_leakage(trainer)

@@ -43,6 +43,15 @@ def target(synthetic_root: Path) -> MVTecAD:
     return datamodule
 
 
+def _build(spec: ModelSpec, **overrides: object) -> AnomalibModule:
+    """A tiny model of ``spec`` (random CLIP weights: the same for every build, so that two builds compare)."""
+    torch.manual_seed(0)
+    model = spec.build_tiny(**spec.few_shot, **overrides)
+    model.configure_model()
+    model.eval()
+    return model
+
+
 def _images(model: AnomalibModule, count: int = 2) -> torch.Tensor:
     size = model.hparams.image_size
     return model.pre_processor.transform(torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(0)))
@@ -50,9 +59,7 @@ def _images(model: AnomalibModule, count: int = 2) -> torch.Tensor:
 
 def _set_up(spec: ModelSpec, target: MVTecAD, root: Path, **overrides: object) -> AnomalibModule:
     """A tiny model of ``spec`` set up for the target's class, with its shots (k=1) where it has them."""
-    model = spec.build_tiny(**spec.few_shot, **overrides)
-    model.configure_model()
-    model.eval()
+    model = _build(spec, **overrides)
     if model.model.uses_references and not model.draws_references:
         # the models whose memory holds their training shots: fill it from the first normal train image
         shots = target.train_data.samples.iloc[:1]
@@ -150,13 +157,12 @@ def test_learned_state_round_trip(spec: ModelSpec, target: MVTecAD, tmp_path: Pa
     clip_bytes = sum(tensor.numel() * tensor.element_size() for tensor in model.model.state_dict().values())
     print(f"{spec.name}: learned-state file {path.stat().st_size} bytes (tiny CLIP state dict: {clip_bytes} bytes)")
     assert path.stat().st_size < clip_bytes / 2
-    restored = spec.build_tiny(**spec.few_shot, learned_state=str(path))
-    restored.configure_model()
-    restored.eval()
-    assert restored.model.class_name == CLASS
+    restored = _build(spec, learned_state=str(path))
+    assert restored.model.class_name == (CLASS if restored.needs_class_name else None)  # class-agnostic states
     assert restored.reference_paths == model.reference_paths
     # scoring needs no train split: the memory comes from the file
     restored.prepare_for_scoring(_trainer(tmp_path, SimpleNamespace(category=CLASS)), "predict")
+    assert restored.model.class_name == CLASS
     _assert_same_outputs(model, restored)
 
 
@@ -180,9 +186,8 @@ def test_another_backbone_or_activation_refused(spec: ModelSpec, target: MVTecAD
     for field, value in (("backbone", "ViT-B-16"), ("quick_gelu", not state.quick_gelu)):
         changed = LearnedState(**{**vars(state), field: value})
         path = changed.save(tmp_path / f"{field}.pt")
-        fresh = spec.build_tiny(**spec.few_shot, learned_state=str(path))
         with pytest.raises(ValueError, match=str(value)) as error:
-            fresh.configure_model()
+            _build(spec, learned_state=str(path))
         assert str(getattr(state, field)) in str(error.value)  # the message names both
 
 
