@@ -57,7 +57,13 @@ from anomalib_clipad.models.common import (
     load_without_original_weights,
     warn_if_calibrating_on_test,
 )
-from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, Provenance, read_learned_state
+from anomalib_clipad.models.learned_state import (
+    LEARNED_STATE_FILE,
+    LearnedState,
+    Provenance,
+    human_size,
+    read_learned_state,
+)
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
 from anomalib_clipad.training.calibration import TargetCalibration
 from anomalib_clipad.training.progress import InferenceTiming
@@ -172,7 +178,7 @@ class AnomalyCLIP(QuietExportMixin, AnomalibModule):
             state = read_learned_state(self.hparams.prompts, self.model, MODEL)
             state.apply_to(self.model)
             self.recipe.training_paths.update(state.provenance.training_paths)  # for the leakage guard
-            logger.info("AnomalyCLIP scores with %s (no training).", state.origin)
+            logger.info("AnomalyCLIP scores with %s (%s, no training).", state.origin, human_size(state.size_bytes))
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> AnomalyCLIP:

@@ -69,7 +69,13 @@ from anomalib_clipad.models.common import (
     resolve_class_name,
     warn_if_calibrating_on_test,
 )
-from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, Provenance, read_learned_state
+from anomalib_clipad.models.learned_state import (
+    LEARNED_STATE_FILE,
+    LearnedState,
+    Provenance,
+    human_size,
+    read_learned_state,
+)
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
 from anomalib_clipad.training.calibration import TargetCalibration
 from anomalib_clipad.training.progress import InferenceTiming
@@ -243,7 +249,7 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             self.recipe.training_paths.update(state.provenance.training_paths)  # for the leakage guard
             if state.has_references:  # a SimCLIP+ state: the memory of its class
                 self.reference_paths, self.reference_class = list(state.provenance.reference_paths), state.class_name
-            logger.info("SimCLIP scores with %s (no training).", state.origin)
+            logger.info("SimCLIP scores with %s (%s, no training).", state.origin, human_size(state.size_bytes))
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SimCLIP:
