@@ -302,21 +302,9 @@ class TestLosses:
 
 # ------------------------------------------------------------------------------------------- tiny-backbone model
 @pytest.fixture(scope="module")
-<<<<<<< HEAD
-def tiny_clip() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return load_clip(TINY_BACKBONE, None)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tiny_clip: torch.nn.Module) -> PromptADModel:
-    model = PromptADModel(TINY_BACKBONE, tiny_clip, k_shot=2, seed=0).eval()
-    model.set_class("bottle")
-=======
 def tiny_model(tiny_clip16: torch.nn.Module) -> PromptADModel:
     model = PromptADModel(TINY_BACKBONE, tiny_clip16, k_shot=2, seed=0).eval()
-    model.configure_prompts("bottle")
->>>>>>> ci
+    model.set_class("bottle")
     generator = torch.Generator().manual_seed(1)
     model.update_text_features()
     model.set_references(model.encode_images(torch.randn(2, 3, 240, 240, generator=generator)))
@@ -326,15 +314,9 @@ def tiny_model(tiny_clip16: torch.nn.Module) -> PromptADModel:
 class TestPromptADModel:
     """Scores against an independent plain-PyTorch computation; prompts; trainable parameters; bad input."""
 
-<<<<<<< HEAD
-    def test_scores_match_the_paper(self, tiny_clip: torch.nn.Module) -> None:
-        model = PromptADModel(TINY_BACKBONE, tiny_clip, k_shot=2, seed=0).eval()
-        model.set_class("bottle")
-=======
     def test_scores_match_the_paper(self, tiny_clip16: torch.nn.Module) -> None:
         model = PromptADModel(TINY_BACKBONE, tiny_clip16, k_shot=2, seed=0).eval()
-        model.configure_prompts("bottle")
->>>>>>> ci
+        model.set_class("bottle")
         generator = torch.Generator().manual_seed(2)
         shots, images = (
             torch.randn(2, 3, 240, 240, generator=generator),
@@ -375,13 +357,8 @@ class TestPromptADModel:
 
     def test_contexts_splice_like_words(self, tiny_clip16: torch.nn.Module) -> None:
         """With contexts set to real word embeddings, every prompt equals the plain CLIP encoding of the sentence."""
-<<<<<<< HEAD
-        model = PromptADModel(TINY_BACKBONE, tiny_clip, n_normal_prompts_image=1, n_learned_anomaly_prompts=1)
-        model.set_class("bottle", anomaly_states=["{} with crack"])
-=======
         model = PromptADModel(TINY_BACKBONE, tiny_clip16, n_normal_prompts_image=1, n_learned_anomaly_prompts=1)
-        model.configure_prompts("bottle", anomaly_states=["{} with crack"])
->>>>>>> ci
+        model.set_class("bottle", anomaly_states=["{} with crack"])
         tokenizer = open_clip.get_tokenizer(TINY_BACKBONE)
         words = tiny_clip16.token_embedding(tokenizer(["a photo of the damaged"]))[0, 1:6]
         with torch.no_grad():
@@ -457,13 +434,8 @@ class TestPromptADModel:
         with pytest.raises(ValueError, match="size"):
             tiny_model(torch.rand(1, 3, 224, 224))
         with pytest.raises(ValueError, match="class name"):
-<<<<<<< HEAD
             tiny_model.set_class("")
-        untrained = PromptADModel(TINY_BACKBONE, tiny_clip).eval()
-=======
-            tiny_model.configure_prompts("")
         untrained = PromptADModel(TINY_BACKBONE, tiny_clip16).eval()
->>>>>>> ci
         with pytest.raises(RuntimeError, match="train it"):
             untrained(torch.rand(1, 3, 240, 240))
         with pytest.raises(RuntimeError, match="set_class"):
