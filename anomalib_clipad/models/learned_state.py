@@ -536,7 +536,7 @@ def read_learned_state(
         if match is None:
             raise ValueError(_unknown_format_message(contents, model_name, own, formats))
         state = match.convert(contents, torch_model)
-        logger.info("%s: read %s (%s).", model_name, state.origin, ", ".join(source for source, _ in contents))
+        logger.info("%s: read %s.", model_name, state.origin)
     state.check_compatible(torch_model, model_name, requested_class)
     return state
 
