@@ -38,7 +38,11 @@ WINCLIP_TEMPLATES: tuple[str, ...] = (
     "a photo of the {} for anomaly detection.",
     "a photo of a {} for anomaly detection.",
 )
-"""WinCLIP's 22 templates (paper Table 7, decisions.md); ``{}`` is the state phrase."""
+"""WinCLIP's 22 distinct templates (paper Table 7); ``{}`` is the state phrase.
+
+anomalib 2.7's ``WinClip`` lists 21 (``"a cropped photo of a {}."`` missing, ``"a jpeg corrupted photo of the {}."``
+twice); we keep the paper's 22, each with its trailing period.
+"""
 
 NORMAL_STATES: tuple[str, ...] = (
     "{}",

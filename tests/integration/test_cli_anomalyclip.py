@@ -6,10 +6,10 @@
 Three calls (each about 10-15 s): ``anomalib train`` on the labelled test split of category ``alpha``
 (:class:`~anomalib_clipad.data.auxiliary.AuxiliaryData`), then ``anomalib test`` on category ``beta`` with a held-out
 calibration split, once from the checkpoint (``--ckpt_path``) and once from the small prompts file the training run
-wrote (``--model.prompts``). The tiny 24-layer backbone is randomly initialised once here and saved to a file, so that
-training and the prompts run see the same CLIP weights (``--model.pretrained null`` would draw new ones in each
-process); the checkpoint carries them itself (``--model.pretrained checkpoint``). Scores are meaningless; the point is
-that the whole pipeline runs and that both ways of testing give the same numbers.
+wrote (``--model.prompts``). The tiny 24-layer backbone is randomly initialised once and saved to a file (conftest's
+``tiny_clip24_weights``), so that training and the prompts run see the same CLIP weights (``--model.pretrained null``
+would draw new ones in each process); the checkpoint carries them itself (``--model.pretrained checkpoint``). Scores
+are meaningless; the point is that the whole pipeline runs and that both ways of testing give the same numbers.
 """
 
 from pathlib import Path
@@ -19,40 +19,18 @@ import torch
 from cli_runner import anomalib, printed_metrics
 
 from anomalib_clipad.clip import TINY_BACKBONE_24
-from anomalib_clipad.clip.loading import load_clip
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset
 
 COMMON_MODEL_ARGS = [
     "--model", "AnomalyCLIP", "--model.backbone", TINY_BACKBONE_24, "--model.image_size", "112",
 ]  # fmt: skip
-TRAIN_CATEGORY, TARGET_CATEGORY = "alpha", "beta"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two synthetic MVTec-layout categories: ``alpha`` (auxiliary training data) and ``beta`` (the target)."""
-    root = tmp_path_factory.mktemp("synthetic")
-    for seed, category in enumerate((TRAIN_CATEGORY, TARGET_CATEGORY)):
-        generate_synthetic_dataset(
-            root, category=category, n_train=2, n_test_good=4, n_test_defect=2, image_size=64, seed=seed
-        )
-    return root
-
-
-@pytest.fixture(scope="module")
-def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny CLIP's random weights in a file (what ``--model.pretrained <file>`` reads)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny_clip.pt"
-    torch.save(load_clip(TINY_BACKBONE_24, pretrained=None).state_dict(), path)
-    return path
+TRAIN_CATEGORY, TARGET_CATEGORY = "alpha", "beta"  # the categories of conftest's two_categories
 
 
 def test_train_on_auxiliary_data_then_test_on_another_category(
-    dataset: Path, clip_weights: Path, tmp_path: Path
+    two_categories: Path, tiny_clip24_weights: Path, tmp_path: Path
 ) -> None:
     target_args = [
-        "--data", "MVTecAD", "--data.root", str(dataset), "--data.category", TARGET_CATEGORY,
+        "--data", "MVTecAD", "--data.root", str(two_categories), "--data.category", TARGET_CATEGORY,
         # the held-out calibration half is drawn at random: seeded, so that both runs score the same images
         "--data.val_split_mode", "from_test", "--data.seed", "0", "--data.num_workers", "0",
         "--trainer.accelerator", "cpu",
@@ -60,9 +38,10 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
 
     # (a) train the prompts on the labelled images of alpha
     trained = anomalib(
-        ["train", *COMMON_MODEL_ARGS, "--model.pretrained", str(clip_weights), "--model.epochs", "2",
-         "--data", "anomalib_clipad.data.AuxiliaryData", "--data.dataset", "MVTecAD", "--data.root", str(dataset),
-         "--data.categories", f"[{TRAIN_CATEGORY}]", "--data.num_workers", "0", "--trainer.accelerator", "cpu",
+        ["train", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights), "--model.epochs", "2",
+         "--data", "anomalib_clipad.data.AuxiliaryData", "--data.dataset", "MVTecAD",
+         "--data.root", str(two_categories), "--data.categories", f"[{TRAIN_CATEGORY}]", "--data.num_workers", "0",
+         "--trainer.accelerator", "cpu",
          "--default_root_dir", str(tmp_path / "train")],
         cwd=tmp_path,
     )  # fmt: skip
@@ -77,7 +56,8 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
     assert checkpoint["epoch"] == 1  # the last of the two epochs (0-indexed): no model selection
     training_paths = checkpoint["auxiliary_training_paths"]
     # exactly alpha's labelled test split (normal and anomalous images), nothing of beta
-    assert sorted(map(str, training_paths)) == sorted(map(str, (dataset / TRAIN_CATEGORY / "test").rglob("*.png")))
+    alpha_images = (two_categories / TRAIN_CATEGORY / "test").rglob("*.png")
+    assert sorted(map(str, training_paths)) == sorted(map(str, alpha_images))
 
     # (b) the checkpoint (architecture only, every weight from it) on beta, thresholds from beta's held-out split
     from_checkpoint = anomalib(
@@ -90,7 +70,7 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
 
     # (c) the same CLIP weights and the prompts file alone: the same scores
     from_prompts = anomalib(
-        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(clip_weights), "--model.prompts", str(prompts[0]),
+        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights), "--model.prompts", str(prompts[0]),
          *target_args, "--default_root_dir", str(tmp_path / "test_prompts")],
         cwd=tmp_path,
     )  # fmt: skip

@@ -12,34 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import anomalib, printed_metrics
+from cli_runner import anomalib, printed_metrics, tiny_model_args
 
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset
-
-MODEL = "anomalib_clipad.DevPrompt"
-MODEL_ARGS = [
-    "--model", MODEL,
-    "--model.k_shot", "1",
-    "--model.backbone", "clipad-tiny-vit-16",
-    "--model.pretrained", "null",
-    "--model.image_size", "64",
-    "--model.epochs", "2",
-    "--model.n_synthetic_per_shot", "2",
-]  # fmt: skip
+MODEL_ARGS = tiny_model_args("DevPrompt", k_shot=1, epochs=2, n_synthetic_per_shot=2)
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_dataset(
-        root, category="bottle", n_train=3, n_test_good=2, n_test_defect=2, image_size=64, defect_types=("stain",)
-    )
-    return root
-
-
-def test_train_then_test_from_checkpoint(dataset: Path, tmp_path: Path) -> None:
+def test_train_then_test_from_checkpoint(bottle_root: Path, tmp_path: Path) -> None:
     data_args = [
-        "--data", "anomalib.data.MVTecAD", "--data.root", str(dataset), "--data.category", "bottle",
+        "--data", "anomalib.data.MVTecAD", "--data.root", str(bottle_root), "--data.category", "bottle",
         "--data.num_workers", "0", "--data.eval_batch_size", "8",
     ]  # fmt: skip
     results = tmp_path / "results"

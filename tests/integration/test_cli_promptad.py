@@ -11,14 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import anomalib, printed_metrics
+from cli_runner import anomalib, printed_metrics, tiny_model_args
 
-from anomalib_clipad.clip import TINY_BACKBONE
-
-MODEL_ARGS = [
-    "--model", "anomalib_clipad.PromptAD", "--model.k_shot", "1", "--model.backbone", TINY_BACKBONE,
-    "--model.pretrained", "null", "--model.image_size", "64",
-]  # fmt: skip
+MODEL_ARGS = tiny_model_args("PromptAD", k_shot=1, epochs=2)
 
 
 def test_train_then_test_from_checkpoint(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
@@ -27,7 +22,7 @@ def test_train_then_test_from_checkpoint(synthetic_root: Path, synthetic_categor
         "--data.num_workers", "0", "--data.eval_batch_size", "8",
     ]  # fmt: skip
     train_output = anomalib(
-        ["train", *MODEL_ARGS, "--model.epochs", "2", *data_args, "--trainer.accelerator", "cpu",
+        ["train", *MODEL_ARGS, *data_args, "--trainer.accelerator", "cpu",
          "--default_root_dir", str(tmp_path / "train")],
         cwd=tmp_path,
     )  # fmt: skip

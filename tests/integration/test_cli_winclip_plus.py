@@ -11,19 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from cli_runner import anomalib, printed_metrics, run_command
+from cli_runner import anomalib, printed_metrics, run_command, tiny_model_args
 
-from anomalib_clipad.clip import TINY_BACKBONE
-
-MODEL = "anomalib_clipad.WinCLIPPlus"  # the full class path: works with or without the registration hook
-TINY_MODEL_ARGS = [
-    "--model.backbone",
-    TINY_BACKBONE,
-    "--model.pretrained",
-    "null",
-    "--model.image_size",
-    "64",
-]
 LOADER_ARGS = ["--data.num_workers", "0", "--data.train_batch_size", "4", "--data.eval_batch_size", "4"]
 
 
@@ -31,7 +20,7 @@ def test_folder_zero_shot(synthetic_category_dir: Path, tmp_path: Path) -> None:
     category = synthetic_category_dir
     output = anomalib(
         [
-            "test", "--model", MODEL, "--model.class_name", "widget", *TINY_MODEL_ARGS,
+            "test", *tiny_model_args("WinCLIPPlus", class_name="widget"),
             "--data", "anomalib.data.Folder", "--data.name", "widget", "--data.root", str(category),
             "--data.normal_dir", "train/good", "--data.abnormal_dir", "test/stain", "--data.normal_test_dir",
             "test/good", "--data.mask_dir", "ground_truth/stain", *LOADER_ARGS,
@@ -46,7 +35,7 @@ def test_folder_zero_shot(synthetic_category_dir: Path, tmp_path: Path) -> None:
 def test_mvtec_one_shot_then_predict_export_and_load_in_fresh_process(
     synthetic_root: Path, synthetic_category: str, tmp_path: Path
 ) -> None:
-    model_args = ["--model", MODEL, "--model.k_shot", "1", "--model.seed", "5", *TINY_MODEL_ARGS]
+    model_args = tiny_model_args("WinCLIPPlus", k_shot=1, seed=5)
     output = anomalib(
         [
             "test", *model_args, "--data", "anomalib.data.MVTecAD", "--data.root", str(synthetic_root),

@@ -19,10 +19,7 @@ for other CPUs. OpenVINO runs in float32 here (``INFERENCE_PRECISION_HINT``): it
 bf16 support, which moves the maps by ~1e-2 (see the models' READMEs).
 """
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +33,11 @@ from anomalib.data.utils.image import read_image
 from anomalib.deploy import OpenVINOInferencer
 from anomalib.engine import Engine
 from anomalib.models import AnomalibModule
+from cli_runner import anomalib, tiny_model_args
 
-from anomalib_clipad import AnomalyCLIP, DevPrompt, PromptAD, WinCLIPPlus
-from anomalib_clipad.clip import TINY_BACKBONE, TINY_BACKBONE_24
 from anomalib_clipad.data import AuxiliaryData
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset
+from anomalib_clipad.registry import get_spec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TINY = {"backbone": TINY_BACKBONE, "pretrained": None, "image_size": 64}
 FLOAT32 = {"INFERENCE_PRECISION_HINT": "f32"}
 TOLERANCE = 1e-4
 OUTPUTS = ("pred_score", "pred_label", "anomaly_map", "pred_mask")
@@ -131,7 +125,7 @@ def test_winclip_plus_onnx_openvino_and_inferencer(
     synthetic_root: Path, synthetic_category: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # k = 1: the graph holds both the zero-shot (text) map and the few-shot (memory) map
-    model = _fit(WinCLIPPlus(k_shot=1, **TINY), synthetic_root, synthetic_category, tmp_path / "results")
+    model = _fit(get_spec("WinCLIPPlus").build_tiny(k_shot=1), synthetic_root, synthetic_category, tmp_path / "results")
     ir_path = _export_and_check(model, _inputs(synthetic_root, synthetic_category), tmp_path / "export")
 
     # anomalib's OpenVINOInferencer on an image file (it only scales to [0, 1]; the graph resizes)
@@ -145,31 +139,25 @@ def test_winclip_plus_onnx_openvino_and_inferencer(
 
 
 def test_promptad_onnx_and_openvino(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
-    model = _fit(PromptAD(k_shot=1, epochs=1, **TINY), synthetic_root, synthetic_category, tmp_path / "results")
+    model = _fit(get_spec("PromptAD").build_tiny(k_shot=1), synthetic_root, synthetic_category, tmp_path / "results")
     _export_and_check(model, _inputs(synthetic_root, synthetic_category), tmp_path / "export")
 
 
 def test_devprompt_cli_openvino_export(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
-    arguments = {"k_shot": 1, "epochs": 1, "n_synthetic_per_shot": 2}
-    model = _fit(DevPrompt(**arguments, **TINY), synthetic_root, synthetic_category, tmp_path / "results")
+    arguments = {"k_shot": 1, "n_synthetic_per_shot": 2}  # the registry's tiny settings otherwise (1 epoch)
+    model = _fit(
+        get_spec("DevPrompt").build_tiny(**arguments), synthetic_root, synthetic_category, tmp_path / "results"
+    )
     images = _inputs(synthetic_root, synthetic_category)
 
     # `anomalib export --export_type openvino` from the training checkpoint, in a fresh process
     checkpoints = list((tmp_path / "results").rglob("model.ckpt"))
     assert len(checkpoints) == 1
-    model_args = [f"--model.{name}={value}" for name, value in {**arguments, **TINY}.items()]
-    model_args = [argument.replace("=None", "=null") for argument in model_args]
-    script = Path(sys.executable).with_name("anomalib")
-    command = [str(script) if script.exists() else "anomalib", "export", "--model", "anomalib_clipad.DevPrompt"]
-    command += [*model_args, "--export_type", "openvino", "--ckpt_path", str(checkpoints[0])]
-    command += ["--default_root_dir", str(tmp_path / "cli")]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    anomalib(
+        ["export", *tiny_model_args("DevPrompt", **arguments), "--export_type", "openvino",
+         "--ckpt_path", str(checkpoints[0]), "--default_root_dir", str(tmp_path / "cli")],
+        cwd=tmp_path,
+    )  # fmt: skip
     ir_path = tmp_path / "cli" / "weights" / "openvino" / "model.xml"
     assert ir_path.is_file()
     assert ir_path.with_suffix(".bin").is_file()
@@ -178,16 +166,16 @@ def test_devprompt_cli_openvino_export(synthetic_root: Path, synthetic_category:
         _assert_matches(_run(compiled, batch), model, batch)
 
 
-def test_anomalyclip_onnx_and_openvino(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
+def test_anomalyclip_onnx_and_openvino(
+    synthetic_root: Path, synthetic_category: str, auxiliary_root: Path, tmp_path: Path
+) -> None:
     """Trained on the labelled split of another category, calibrated on a held-out half of the target, exported.
 
     The learned prompts are in the graph as their text features (a buffer); DPAM and the forward-pass bilinear
     position-embedding interpolation (24 -> 4 patches a side here) are traced.
     """
-    model = AnomalyCLIP(backbone=TINY_BACKBONE_24, pretrained=None, image_size=56, epochs=1, dpam_start_layer=6)
+    model = get_spec("AnomalyCLIP").build_tiny(dpam_start_layer=6)
     engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", logger=False, enable_progress_bar=False)
-    auxiliary_root = tmp_path / "auxiliary"
-    generate_synthetic_dataset(auxiliary_root, category="other", n_train=1, n_test_good=2, n_test_defect=1, seed=5)
     auxiliary = AuxiliaryData(dataset="MVTecAD", root=auxiliary_root, num_workers=0, train_batch_size=8)
     engine.fit(model, datamodule=auxiliary)
     target = MVTecAD(root=synthetic_root, category=synthetic_category, num_workers=0, eval_batch_size=8)
@@ -204,14 +192,12 @@ def test_anomalyclip_onnx_and_openvino(synthetic_root: Path, synthetic_category:
     torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map, rtol=0, atol=1e-6)
 
 
-def test_simclip_plus_onnx_and_openvino(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
+def test_simclip_plus_onnx_and_openvino(
+    synthetic_root: Path, synthetic_category: str, auxiliary_root: Path, tmp_path: Path
+) -> None:
     """SimCLIP+ (1 shot of the target): adapters, IPT text features and the memory gallery are in the graph."""
-    from anomalib_clipad import SimCLIP
-
-    model = SimCLIP(backbone=TINY_BACKBONE_24, pretrained=None, image_size=56, epochs=1, k_shot=1)
+    model = get_spec("SimCLIP").build_tiny(k_shot=1)
     engine = Engine(default_root_dir=tmp_path / "results", accelerator="cpu", logger=False, enable_progress_bar=False)
-    auxiliary_root = tmp_path / "auxiliary"
-    generate_synthetic_dataset(auxiliary_root, category="other", n_train=1, n_test_good=2, n_test_defect=1, seed=5)
     engine.fit(model, datamodule=AuxiliaryData(dataset="MVTecAD", root=auxiliary_root, num_workers=0))
     target = MVTecAD(root=synthetic_root, category=synthetic_category, num_workers=0, eval_batch_size=8)
     target.val_split_mode, target.val_split_ratio = "from_test", 0.5

@@ -33,12 +33,11 @@ from anomalib.metrics import F1AdaptiveThreshold
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_clipad import AnomalyCLIP
-from anomalib_clipad.clip import TINY_BACKBONE_24
 from anomalib_clipad.data import AuxiliaryData, DataLeakageError
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset
 from anomalib_clipad.models.anomalyclip import load_prompts, save_prompts
+from anomalib_clipad.registry import get_spec
 
-TRAIN_CATEGORY, TARGET_CATEGORY = "alpha", "beta"
+TRAIN_CATEGORY, TARGET_CATEGORY = "alpha", "beta"  # the categories of conftest's two_categories
 IMAGE_SIZE = 112
 CALIBRATION_LOGGER = "anomalib_clipad.training.calibration"
 CACHE_LOGGER = "anomalib_clipad.training.feature_cache"
@@ -69,9 +68,9 @@ def captured_logs(name: str) -> Iterator[list[str]]:
 
 
 def tiny_model(**kwargs: Any) -> AnomalyCLIP:
-    """AnomalyCLIP on the tiny random backbone at 112 px, 2 epochs (the CLIP is drawn from torch's seed 0)."""
+    """AnomalyCLIP with the registry's tiny settings at 112 px, 2 epochs (the CLIP is drawn from torch's seed 0)."""
     torch.manual_seed(0)
-    return AnomalyCLIP(backbone=TINY_BACKBONE_24, pretrained=None, image_size=IMAGE_SIZE, epochs=2, **kwargs)
+    return get_spec("AnomalyCLIP").build_tiny(image_size=IMAGE_SIZE, epochs=2, **kwargs)
 
 
 def engine(root: Path) -> Engine:
@@ -110,18 +109,7 @@ def adaptive_threshold(scores: torch.Tensor, labels: torch.Tensor, fields: list[
 
 # ----------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two synthetic MVTec-layout categories at 64 px: ``alpha`` (auxiliary training data), ``beta`` (target)."""
-    root = tmp_path_factory.mktemp("synthetic")
-    for seed, category in enumerate((TRAIN_CATEGORY, TARGET_CATEGORY)):
-        generate_synthetic_dataset(
-            root, category=category, n_train=2, n_test_good=4, n_test_defect=2, image_size=64, seed=seed
-        )
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def trained(two_categories: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The one fit on alpha, with the encoder's calls counted and the torch model's state before and after."""
     model = tiny_model()
     torch_model = model.model  # built now, so that its encoder can be wrapped and its state recorded
@@ -134,7 +122,7 @@ def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         return encode(images)
 
     torch_model.encode_images = counting_encode
-    datamodule = auxiliary(dataset)
+    datamodule = auxiliary(two_categories)
     root = tmp_path_factory.mktemp("fit")
     fit_engine = engine(root)
     try:
@@ -152,9 +140,9 @@ def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def tested(trained: dict[str, Any], dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def tested(trained: dict[str, Any], two_categories: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``Engine.test`` on beta with a held-out calibration half (``from_test``)."""
-    model, datamodule = trained["model"], target(dataset, val_split_mode="from_test")
+    model, datamodule = trained["model"], target(two_categories, val_split_mode="from_test")
     with captured_logs(CALIBRATION_LOGGER) as messages:
         results = engine(tmp_path_factory.mktemp("test")).test(model, datamodule=datamodule)
     return {"results": results[0], "datamodule": datamodule, "messages": messages}
@@ -192,11 +180,15 @@ def test_thresholds_come_from_the_targets_held_out_split(trained: dict[str, Any]
 
 
 def test_same_as_test_uses_the_probability_threshold_with_a_warning(
-    trained: dict[str, Any], tested: dict[str, Any], dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    trained: dict[str, Any],
+    tested: dict[str, Any],
+    two_categories: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     del tested  # runs after the calibrated test: the fixed threshold replaces the calibrated one
     model = trained["model"]
-    datamodule = target(dataset, val_split_mode="same_as_test")
+    datamodule = target(two_categories, val_split_mode="same_as_test")
     with caplog.at_level(logging.WARNING, logger=CALIBRATION_LOGGER):
         results = engine(tmp_path).test(model, datamodule=datamodule)
     assert float(model.post_processor.image_threshold) == 0.5
@@ -209,21 +201,21 @@ def test_same_as_test_uses_the_probability_threshold_with_a_warning(
 
 
 def test_leakage_guard_refuses_testing_on_training_images(
-    trained: dict[str, Any], dataset: Path, tmp_path: Path
+    trained: dict[str, Any], two_categories: Path, tmp_path: Path
 ) -> None:
-    leaking = target(dataset, category=TRAIN_CATEGORY, val_split_mode="from_test")
+    leaking = target(two_categories, category=TRAIN_CATEGORY, val_split_mode="from_test")
     with pytest.raises(DataLeakageError, match="Data leakage") as error:
         engine(tmp_path).test(trained["model"], datamodule=leaking)
     assert f"{TRAIN_CATEGORY}/test/" in str(error.value)
 
 
 def test_leakage_guard_holds_for_a_model_scoring_from_the_prompts_file_alone(
-    trained: dict[str, Any], dataset: Path, tmp_path: Path
+    trained: dict[str, Any], two_categories: Path, tmp_path: Path
 ) -> None:
     """The prompts file records the training images: no checkpoint is needed for the guard to hold."""
     prompts_file = sorted(trained["root"].rglob("weights/prompts/prompts.pt"))[0]
     from_file = tiny_model(prompts=str(prompts_file))
-    leaking = target(dataset, category=TRAIN_CATEGORY, val_split_mode="from_test")
+    leaking = target(two_categories, category=TRAIN_CATEGORY, val_split_mode="from_test")
     with pytest.raises(DataLeakageError, match="Data leakage"):
         engine(tmp_path).test(from_file, datamodule=leaking)
 
@@ -268,8 +260,8 @@ def test_training_writes_the_prompts_file(trained: dict[str, Any]) -> None:
         torch.testing.assert_close(saved[name], value, rtol=0, atol=0)
 
 
-def test_auxiliary_set_without_anomalies_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
-    normal_only = auxiliary(dataset, split="train")  # train splits hold normal images only
+def test_auxiliary_set_without_anomalies_is_a_clear_error(two_categories: Path, tmp_path: Path) -> None:
+    normal_only = auxiliary(two_categories, split="train")  # train splits hold normal images only
     with pytest.raises(ValueError, match="holds no anomalous image"):
         engine(tmp_path).fit(tiny_model(), datamodule=normal_only)
 
@@ -300,7 +292,7 @@ def _prompts_of_another_shape(shapes: dict[str, tuple[int, ...]]) -> dict[str, t
 )
 def test_prompts_file_of_another_shape_or_format_is_a_clear_error(
     trained: dict[str, Any],
-    dataset: Path,
+    two_categories: Path,
     tmp_path: Path,
     write: Callable[[Path, dict[str, tuple[int, ...]]], Any],
     message: str,
@@ -309,7 +301,7 @@ def test_prompts_file_of_another_shape_or_format_is_a_clear_error(
     write(path, trained["model"].model.expected_prompt_shapes())
     model = tiny_model(prompts=str(path))
     with pytest.raises(ValueError, match=message):  # raised where the model is built: anomalib test's setup
-        engine(tmp_path / "run").test(model, datamodule=target(dataset, val_split_mode="from_test"))
+        engine(tmp_path / "run").test(model, datamodule=target(two_categories, val_split_mode="from_test"))
 
 
 def test_missing_prompts_file_is_refused_at_construction(tmp_path: Path) -> None:
@@ -318,10 +310,10 @@ def test_missing_prompts_file_is_refused_at_construction(tmp_path: Path) -> None
 
 
 def test_cache_without_memory_spills_to_disk_and_says_so(
-    dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    two_categories: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = tiny_model(cache_max_bytes=0, cache_dir=str(tmp_path / "cache"))
-    datamodule = auxiliary(dataset)
+    datamodule = auxiliary(two_categories)
     with caplog.at_level(logging.WARNING, logger=CACHE_LOGGER):
         engine(tmp_path / "run").fit(model, datamodule=datamodule)
     n_images = len(datamodule.train_data)

@@ -6,6 +6,7 @@
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from anomalib_clipad.data.auxiliary import (
     DataLeakageError,
     check_no_overlap,
 )
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset, synthetic_folder_kwargs
+from anomalib_clipad.data.synthetic import synthetic_folder_kwargs
 
 LOGGER = "anomalib_clipad.data.auxiliary"
 # widget: test/good 2 + 3 defect types x 2; cloth: test/good 2 + 3 defect types x 1
@@ -27,13 +28,10 @@ N_CLOTH, N_CLOTH_BAD = 5, 3
 
 
 @pytest.fixture(scope="module")
-def aux_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two categories in MVTec AD layout (do not modify: module-scoped)."""
-    root = tmp_path_factory.mktemp("aux_mvtec")
-    common = {"n_train": 2, "n_test_good": 2, "image_size": 32}
-    generate_synthetic_dataset(root, category="widget", kind="object", n_test_defect=2, seed=0, **common)
-    generate_synthetic_dataset(root, category="cloth", kind="texture", n_test_defect=1, seed=1, **common)
-    return root
+def aux_root(synthetic_dataset: Callable[..., Path]) -> Path:
+    """Two categories in MVTec AD layout, 32 px: widget (objects) and cloth (texture); do not modify (shared)."""
+    categories = {"widget": {"n_test_defect": 2}, "cloth": {"kind": "texture", "n_test_defect": 1}}
+    return synthetic_dataset(categories, n_train=2, n_test_good=2, image_size=32)
 
 
 def _datamodule(root: Path, **kwargs) -> AuxiliaryData:

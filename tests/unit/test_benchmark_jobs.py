@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +26,6 @@ from anomalib_clipad.benchmarks.jobs import (
     TrainedModels,
     _TrainedModel,
 )
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset
 from anomalib_clipad.registry import TINY_BACKBONE
 
 CATEGORY = "bottle"
@@ -41,9 +41,8 @@ def _benchmark_section(root: Path) -> dict:
     return {"seed": 0, "model": model, "data": data}
 
 
-def test_a_job_pickles_and_runs_in_a_spawned_process(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    generate_synthetic_dataset(root, CATEGORY, n_train=1, n_test_good=2, n_test_defect=1, image_size=64, seed=0)
+def test_a_job_pickles_and_runs_in_a_spawned_process(tmp_path: Path, synthetic_dataset: Callable[..., Path]) -> None:
+    root = synthetic_dataset([CATEGORY], n_train=1, n_test_good=2, n_test_defect=1, image_size=64)
     run_dir = tmp_path / "run"
     generator = ClipadBenchmarkJobGenerator("cpu", run_dir=run_dir)
     (job,) = generator.generate_jobs(_benchmark_section(root))

@@ -13,18 +13,15 @@ import torch
 from anomalib_clipad.benchmarks.references import plain_image_forward
 from anomalib_clipad.benchmarks.speed_table import Goal, SpeedRow, format_table, parse_table
 from anomalib_clipad.benchmarks.timing import clock_for, interleaved_times, timed_call
-from anomalib_clipad.clip import TINY_BACKBONE, load_clip
 
 CPU = torch.device("cpu")
 
 
-def test_plain_image_forward_is_encode_image() -> None:
-    torch.manual_seed(0)
-    clip = load_clip(TINY_BACKBONE, None).eval()
+def test_plain_image_forward_is_encode_image(tiny_clip16: torch.nn.Module) -> None:
     images = torch.randn(2, 3, 240, 240)
     with torch.no_grad():
-        expected = clip.encode_image(images)
-    torch.testing.assert_close(plain_image_forward(clip, images), expected)
+        expected = tiny_clip16.encode_image(images)
+    torch.testing.assert_close(plain_image_forward(tiny_clip16, images), expected)
 
 
 def test_interleaved_times_calls_each_function_once_per_round() -> None:

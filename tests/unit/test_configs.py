@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_runner import console_script, run_process
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # where a config deliberately differs from the class default (none today)
@@ -102,15 +103,9 @@ def test_model_config_has_a_held_out_calibration_split(name: str) -> None:
 
 def test_command_line_data_options_keep_the_held_out_split(tmp_path: Path) -> None:
     """What the configs' header comments say: `--data MVTecAD --data.category X` keeps the other init_args."""
-    import subprocess
-    import sys
-
-    script = Path(sys.executable).with_name("anomalib")
-    command = [str(script) if script.exists() else "anomalib", "train", "--config", str(CONFIGS / "promptad.yaml")]
+    command = [console_script("anomalib"), "train", "--config", str(CONFIGS / "promptad.yaml")]
     command += ["--data", "MVTecAD", "--data.category", "carpet", "--print_config"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    data = yaml.safe_load(result.stdout)["data"]
+    data = yaml.safe_load(run_process(command, cwd=tmp_path).stdout)["data"]
     assert data["class_path"] == "anomalib.data.MVTecAD"
     assert data["init_args"]["category"] == "carpet"
     assert data["init_args"]["val_split_mode"] == "from_test"

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from anomalib_clipad.clip.loading import load_clip
+from anomalib_clipad.clip.loading import TINY_BACKBONE, load_clip
 from anomalib_clipad.models.devprompt.loss import (
     DeviationLoss,
     deviation_loss,
@@ -135,9 +135,6 @@ class TestDeviationLoss:
 # ---------------------------------------------------------------------------------------------------------------------
 # Torch model on the tiny random-init CLIP
 # ---------------------------------------------------------------------------------------------------------------------
-TINY = "clipad-tiny-vit-16"
-
-
 def normalised_images(n: int, seed: int) -> torch.Tensor:
     """Random [0, 1] RGB images normalised with CLIP's mean and std, as the pre-processor delivers them."""
     from anomalib_clipad.models.common import CLIP_MEAN, CLIP_STD
@@ -152,11 +149,10 @@ def shots() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def model(shots: torch.Tensor):
+def model(shots: torch.Tensor, tiny_clip16: torch.nn.Module):
     from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
-    torch.manual_seed(0)
-    devprompt = DevPromptModel(TINY, load_clip(TINY, None), n_synthetic_per_shot=2, seed=3)
+    devprompt = DevPromptModel(TINY_BACKBONE, tiny_clip16, n_synthetic_per_shot=2, seed=3)
     devprompt.training_features = devprompt.setup("bottle", shots)
     devprompt.calls_after_setup = devprompt.image_encoder_calls
     with torch.no_grad():  # a non-trivial context, as after some training
@@ -170,7 +166,9 @@ def paper_text_features(devprompt, class_name: str) -> torch.Tensor:
     import open_clip
 
     text = devprompt.text
-    tokens = open_clip.get_tokenizer(TINY)([f"X X X X normal {class_name}.", f"X X X X defective {class_name}."])
+    tokens = open_clip.get_tokenizer(TINY_BACKBONE)(
+        [f"X X X X normal {class_name}.", f"X X X X defective {class_name}."]
+    )
     embedded = text.token_embedding(tokens).clone()
     embedded[:, 1:5] = devprompt.prompt_learner.context
     hidden = embedded + text.positional_embedding
@@ -282,7 +280,7 @@ class TestDevPromptModel:
         from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
         images = torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(9))
-        restored = DevPromptModel(TINY, load_clip(TINY, None), n_synthetic_per_shot=2)
+        restored = DevPromptModel(TINY_BACKBONE, load_clip(TINY_BACKBONE, None), n_synthetic_per_shot=2)
         restored.load_state_dict(model.state_dict())
         restored.eval()
         with torch.no_grad():
@@ -306,17 +304,17 @@ class TestDevPromptModel:
             model(torch.randn(1, 3, 224, 224))
         with pytest.raises(ValueError, match="placeholder"):
             SharedContextPromptLearner(64, normal_suffix="normal")
-        clip = load_clip(TINY, None)
+        clip = load_clip(TINY_BACKBONE, None)
         with pytest.raises(ValueError, match=r"blocks 1\.\.8"):
-            DevPromptModel(TINY, clip, memory_layers=(3, 12))
+            DevPromptModel(TINY_BACKBONE, clip, memory_layers=(3, 12))
         with pytest.raises(ValueError, match="multiple of the patch size"):
-            DevPromptModel(TINY, clip, image_size=250)
-        fresh = DevPromptModel(TINY, clip)
+            DevPromptModel(TINY_BACKBONE, clip, image_size=250)
+        fresh = DevPromptModel(TINY_BACKBONE, clip)
         with pytest.raises(RuntimeError, match="train it"):
             fresh(torch.randn(1, 3, 240, 240))
         with pytest.raises(ValueError, match="class name"):
             fresh.setup(" ", torch.randn(1, 3, 240, 240))
-        other = DevPromptModel(TINY, load_clip(TINY, None, image_size=256), image_size=256)
+        other = DevPromptModel(TINY_BACKBONE, load_clip(TINY_BACKBONE, None, image_size=256), image_size=256)
         with pytest.raises(ValueError, match="another backbone"):
             other.load_state_dict(model.state_dict())
 
@@ -347,8 +345,8 @@ class TestAnomalousBags:
     def test_switch_off_trains_on_normal_bags_only(self, shots: torch.Tensor) -> None:
         from anomalib_clipad.models.devprompt.torch_model import DevPromptModel
 
-        clip = load_clip(TINY, None)
-        devprompt = DevPromptModel(TINY, clip, synthesize_anomalies=False)
+        clip = load_clip(TINY_BACKBONE, None)
+        devprompt = DevPromptModel(TINY_BACKBONE, clip, synthesize_anomalies=False)
         features = devprompt.setup("bottle", shots)
         assert devprompt.image_encoder_calls == 1
         assert "anomalous_patch_embeddings" not in features
@@ -356,7 +354,7 @@ class TestAnomalousBags:
         assert embeddings.shape == (2, 225, 32)
         assert labels.tolist() == [0.0, 0.0]
         with pytest.raises(ValueError, match="at least 1"):
-            DevPromptModel(TINY, clip, synthesize_anomalies=True, n_synthetic_per_shot=0)
+            DevPromptModel(TINY_BACKBONE, clip, synthesize_anomalies=True, n_synthetic_per_shot=0)
 
     def test_bags_cycle_through_the_bank(self, model) -> None:
         features = model.training_features
@@ -375,7 +373,7 @@ class TestAnomalousBags:
 def tiny_devprompt(**kwargs):
     from anomalib_clipad.models.devprompt import DevPrompt
 
-    defaults = {"backbone": TINY, "pretrained": None, "n_synthetic_per_shot": 2, "epochs": 3}
+    defaults = {"backbone": TINY_BACKBONE, "pretrained": None, "n_synthetic_per_shot": 2, "epochs": 3}
     return DevPrompt(**{**defaults, **kwargs})
 
 

@@ -15,7 +15,11 @@ LOGGER = "anomalib_clipad.training.feature_cache"
 
 
 class CountingEncoder:
-    """A deterministic 'frozen encoder' that records the images of each call."""
+    """A deterministic 'frozen encoder' that records the images of each call.
+
+    Its features are element-wise functions of each image's pixels (no reduction), so an image's features are the same
+    bits whatever batch it is encoded in: a cache entry must then equal a fresh encoding exactly (see _assert_same).
+    """
 
     def __init__(self) -> None:
         self.calls: list[torch.Tensor] = []
@@ -23,7 +27,7 @@ class CountingEncoder:
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         self.calls.append(images.clone())
         flat = images.flatten(1)
-        return {"pooled": flat.mean(1, keepdim=True) * 3.0, "tokens": torch.stack([flat[:, :6], flat[:, 6:12]], 1)}
+        return {"pooled": flat[:, :1] * 3.0 + flat[:, 1:2], "tokens": torch.stack([flat[:, :6], flat[:, 6:12]], 1)}
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:
@@ -35,6 +39,7 @@ def _entry_bytes() -> int:
 
 
 def _assert_same(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Cached features (stored copies, from memory or disk) against a fresh encoding: exact, see CountingEncoder."""
     assert set(actual) == set(expected)
     for name, value in expected.items():
         torch.testing.assert_close(actual[name], value, rtol=0, atol=0)

@@ -14,23 +14,11 @@ import torch
 
 from anomalib_clipad.clip import TINY_BACKBONE, PretrainedWeightsError, UnknownBackboneError
 from anomalib_clipad.data.shots import select_shot_indices
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset
 from anomalib_clipad.models.checkpoint_policy import ClassMismatchError
 from anomalib_clipad.models.devprompt import DevPrompt
 from anomalib_clipad.models.promptad import PromptAD
 from anomalib_clipad.models.winclip_plus import WinCLIPPlus
-
-TINY = {"backbone": TINY_BACKBONE, "pretrained": None, "image_size": 64}
-
-
-@pytest.fixture(scope="module")
-def two_categories(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("two_categories")
-    for seed, category in enumerate(("alpha", "beta")):
-        generate_synthetic_dataset(
-            root, category=category, n_train=2, n_test_good=2, n_test_defect=1, image_size=64, seed=seed
-        )
-    return root
+from anomalib_clipad.registry import get_spec
 
 
 def _datamodule(root: Path, category: str):
@@ -47,14 +35,14 @@ def _engine(tmp_path: Path):
 
 @pytest.mark.parametrize("model_class", [PromptAD, DevPrompt])
 def test_prompt_checkpoint_refuses_another_category(model_class, two_categories: Path, tmp_path: Path) -> None:
-    extra = {"n_synthetic_per_shot": 1} if model_class is DevPrompt else {}
-    model = model_class(k_shot=1, epochs=1, **TINY, **extra)
+    spec = get_spec(model_class.__name__)  # tiny settings: 1 epoch (DevPrompt: 1 synthetic anomaly per shot)
+    model = spec.build_tiny(k_shot=1)
     engine = _engine(tmp_path)
     engine.fit(model, datamodule=_datamodule(two_categories, "alpha"))
     checkpoint = tmp_path / "alpha.ckpt"
     engine.trainer.save_checkpoint(checkpoint)
     # the checkpoint loaded by the trainer (anomalib test --ckpt_path ... --data.category beta)
-    fresh = model_class(k_shot=1, epochs=1, **{**TINY, "pretrained": "checkpoint"}, **extra)
+    fresh = spec.build_tiny(k_shot=1, pretrained="checkpoint")
     with pytest.raises(ClassMismatchError, match=r"trained for class 'alpha'.*'beta'"):
         _engine(tmp_path).test(fresh, datamodule=_datamodule(two_categories, "beta"), ckpt_path=checkpoint)
     # and load_from_checkpoint in Python
@@ -68,7 +56,7 @@ def test_prompt_checkpoint_refuses_another_category(model_class, two_categories:
 def test_winclip_rebuilds_for_another_category(two_categories: Path, tmp_path: Path, caplog) -> None:
     import logging
 
-    model = WinCLIPPlus(k_shot=1, **TINY)
+    model = get_spec("WinCLIPPlus").build_tiny(k_shot=1)
     _engine(tmp_path).test(model, datamodule=_datamodule(two_categories, "alpha"))
     alpha_text = model.model.text_prototypes.clone()
     alpha_paths = list(model.reference_paths)
@@ -80,7 +68,7 @@ def test_winclip_rebuilds_for_another_category(two_categories: Path, tmp_path: P
     assert all("/alpha/train/good/" in path for path in alpha_paths)
     # a checkpoint of alpha tested on beta is re-built too (text and reference memory of beta)
     engine = _engine(tmp_path)
-    engine.test(WinCLIPPlus(k_shot=1, **TINY), datamodule=_datamodule(two_categories, "alpha"))
+    engine.test(get_spec("WinCLIPPlus").build_tiny(k_shot=1), datamodule=_datamodule(two_categories, "alpha"))
     path = tmp_path / "winclip_alpha.ckpt"
     engine.trainer.save_checkpoint(path)
     reloaded = WinCLIPPlus.load_from_checkpoint(path)
@@ -124,7 +112,7 @@ def _default(cls: type, name: str) -> object:
 
 
 def test_papers_defaults() -> None:
-    """What a user gets from the classes without a config: the papers' settings (decisions.md)."""
+    """What a user gets from the classes without a config: the papers' settings."""
     assert _default(PromptAD, "alignment_weight") == 0.001
     assert _default(PromptAD, "eam_margin") == 0.0
     assert _default(PromptAD, "n_ctx") == 4
@@ -165,7 +153,7 @@ def test_lightning_models_build_no_clip_until_used() -> None:
 def test_time_per_image_is_logged_at_the_end_of_a_test(two_categories: Path, tmp_path: Path, caplog) -> None:
     import logging
 
-    model = WinCLIPPlus(k_shot=0, **TINY)
+    model = get_spec("WinCLIPPlus").build_tiny(k_shot=0)
     datamodule = _datamodule(two_categories, "alpha")
     with caplog.at_level(logging.INFO, logger="anomalib_clipad.training.progress"):
         _engine(tmp_path).test(model, datamodule=datamodule)

@@ -3,8 +3,9 @@
 
 """PromptAD: parity with the reference fixture, losses and scores against the paper's equations, training contract.
 
-The fixture (``../shared/fixtures/promptad_reference.pt``) holds numbers of the official PromptAD code on a randomly
-initialised ``ViT-B-16-plus-240`` (see the fixture's README). Everything else uses the tiny random-init backbone.
+The fixture (``tests/fixtures/promptad_reference.pt``) holds numbers of the official PromptAD code on a randomly
+initialised ``ViT-B-16-plus-240`` (see ``tests/fixtures/README.md``). Everything else uses the tiny random-init
+backbone.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
-from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from anomalib_clipad.clip.loading import TINY_BACKBONE, load_clip
+from anomalib_clipad.clip.loading import TINY_BACKBONE
 from anomalib_clipad.components.losses import (
     explicit_anomaly_margin_loss,
     prompt_alignment_loss,
@@ -32,7 +32,7 @@ from anomalib_clipad.models.promptad import PromptAD, PromptADModel, resolve_ano
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FIXTURE = Path(__file__).parents[2].parent / "shared" / "fixtures" / "promptad_reference.pt"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "promptad_reference.pt"
 REFERENCE_BACKBONE = "ViT-B-16-plus-240"
 REFERENCE_STATE_SUM = 39545.718233
 ATOL = 1e-5
@@ -111,7 +111,7 @@ def reference_setup(reference: dict) -> dict:
     clip = open_clip.create_model(REFERENCE_BACKBONE, pretrained=None).eval()
     state_sum = sum(v.double().sum().item() for v in clip.state_dict().values() if v.is_floating_point())
     model = PromptADModel(REFERENCE_BACKBONE, clip, k_shot=1).eval()
-    model.configure_prompts(reference["class_name"])
+    model.set_class(reference["class_name"])
     with torch.no_grad():
         for head, prefix in (("image", "cls"), ("pixel", "seg")):
             model.prompt_learners[head].normal_context.copy_(reference[f"{prefix}_normal_ctx"])
@@ -119,7 +119,7 @@ def reference_setup(reference: dict) -> dict:
         prompts = model.prompt_features()
         model.update_text_features(prompts)
         shot = model.encode_images(reference["ref_images"])
-        model.build_memory(shot)
+        model.set_references(shot)
         test = model.encode_images(reference["test_images"])
         losses = model.losses(shot, prompts)
         ref_outputs, ref_mid = plain_block_states(clip.visual, reference["ref_images"])
@@ -172,7 +172,7 @@ class TestReferenceFixture:
         torch.testing.assert_close(losses["image_loss"], reference["cls_loss_total"], atol=ATOL, rtol=1e-6)
 
     def test_visual_map_uses_block_outputs_3_and_8(self, reference_setup: dict) -> None:
-        """Our memory taps are the outputs of blocks 3 and 8 (decisions.md), checked by brute force."""
+        """Our memory taps are the outputs of blocks 3 and 8 (the paper's definition), checked by brute force."""
         ours = reference_setup["model"].visual_map(reference_setup["test"])
         expected = 0.5 * sum(
             association_map(reference_setup["test_outputs"][layer][:, :20], reference_setup["ref_outputs"][layer])
@@ -197,7 +197,7 @@ class TestReferenceFixture:
         }
         saved = {layer: model.memories[str(layer)].features.clone() for layer in (3, 8)}
         try:
-            model.build_memory(mid_shot)
+            model.set_references(mid_shot)
             scores = model.scores(mid_test, (400, 400))
         finally:
             for layer, memory in saved.items():
@@ -214,7 +214,7 @@ class TestReferenceFixture:
         model = PromptADModel(REFERENCE_BACKBONE, reference_setup["clip"], k_shot=1, memory_tap="reference").eval()
         model.load_state_dict(reference_setup["model"].state_dict())  # trained contexts and text prototypes
         with torch.no_grad():
-            model.build_memory(model.encode_images(reference["ref_images"]))
+            model.set_references(model.encode_images(reference["ref_images"]))
             scores = model.scores(model.encode_images(reference["test_images"]), (400, 400))
         torch.testing.assert_close(scores["visual_map"], reference["visual_map_15"], atol=ATOL, rtol=0)
         torch.testing.assert_close(scores["anomaly_map"], reference["seg_map_400"], atol=ATOL, rtol=0)
@@ -302,6 +302,7 @@ class TestLosses:
 
 # ------------------------------------------------------------------------------------------- tiny-backbone model
 @pytest.fixture(scope="module")
+<<<<<<< HEAD
 def tiny_clip() -> torch.nn.Module:
     torch.manual_seed(0)
     return load_clip(TINY_BACKBONE, None)
@@ -310,19 +311,30 @@ def tiny_clip() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def tiny_model(tiny_clip: torch.nn.Module) -> PromptADModel:
     model = PromptADModel(TINY_BACKBONE, tiny_clip, k_shot=2, seed=0).eval()
+    model.set_class("bottle")
+=======
+def tiny_model(tiny_clip16: torch.nn.Module) -> PromptADModel:
+    model = PromptADModel(TINY_BACKBONE, tiny_clip16, k_shot=2, seed=0).eval()
     model.configure_prompts("bottle")
+>>>>>>> ci
     generator = torch.Generator().manual_seed(1)
     model.update_text_features()
-    model.build_memory(model.encode_images(torch.randn(2, 3, 240, 240, generator=generator)))
+    model.set_references(model.encode_images(torch.randn(2, 3, 240, 240, generator=generator)))
     return model
 
 
 class TestPromptADModel:
     """Scores against an independent plain-PyTorch computation; prompts; trainable parameters; bad input."""
 
+<<<<<<< HEAD
     def test_scores_match_the_paper(self, tiny_clip: torch.nn.Module) -> None:
         model = PromptADModel(TINY_BACKBONE, tiny_clip, k_shot=2, seed=0).eval()
+        model.set_class("bottle")
+=======
+    def test_scores_match_the_paper(self, tiny_clip16: torch.nn.Module) -> None:
+        model = PromptADModel(TINY_BACKBONE, tiny_clip16, k_shot=2, seed=0).eval()
         model.configure_prompts("bottle")
+>>>>>>> ci
         generator = torch.Generator().manual_seed(2)
         shots, images = (
             torch.randn(2, 3, 240, 240, generator=generator),
@@ -330,11 +342,11 @@ class TestPromptADModel:
         )
         with torch.no_grad():
             model.update_text_features()
-            model.build_memory(model.encode_images(shots))
+            model.set_references(model.encode_images(shots))
             scores = model.scores(model.encode_images(images))
-            visual = tiny_clip.visual
-            scale = float(tiny_clip.logit_scale)  # raw, not exponentiated (reference code)
-            class_token = tiny_clip.encode_image(images)
+            visual = tiny_clip16.visual
+            scale = float(tiny_clip16.logit_scale)  # raw, not exponentiated (reference code)
+            class_token = tiny_clip16.encode_image(images)
             shot_outputs, _ = plain_block_states(visual, shots)
             image_outputs, _ = plain_block_states(visual, images)
             vv = plain_vv_tokens(visual, images)
@@ -361,18 +373,23 @@ class TestPromptADModel:
         assert batch.anomaly_map.shape == (2, 240, 240)
         assert ((batch.pred_score >= 0) & (batch.pred_score <= 1)).all()
 
-    def test_contexts_splice_like_words(self, tiny_clip: torch.nn.Module) -> None:
+    def test_contexts_splice_like_words(self, tiny_clip16: torch.nn.Module) -> None:
         """With contexts set to real word embeddings, every prompt equals the plain CLIP encoding of the sentence."""
+<<<<<<< HEAD
         model = PromptADModel(TINY_BACKBONE, tiny_clip, n_normal_prompts_image=1, n_learned_anomaly_prompts=1)
+        model.set_class("bottle", anomaly_states=["{} with crack"])
+=======
+        model = PromptADModel(TINY_BACKBONE, tiny_clip16, n_normal_prompts_image=1, n_learned_anomaly_prompts=1)
         model.configure_prompts("bottle", anomaly_states=["{} with crack"])
+>>>>>>> ci
         tokenizer = open_clip.get_tokenizer(TINY_BACKBONE)
-        words = tiny_clip.token_embedding(tokenizer(["a photo of the damaged"]))[0, 1:6]
+        words = tiny_clip16.token_embedding(tokenizer(["a photo of the damaged"]))[0, 1:6]
         with torch.no_grad():
             for learner in model.prompt_learners.values():
                 learner.normal_context.copy_(words[:4].unsqueeze(0))
                 learner.anomaly_context.copy_(words[4:5].unsqueeze(0))
             prompts = model.prompt_features()["image"]
-            expected = tiny_clip.encode_text(
+            expected = tiny_clip16.encode_text(
                 tokenizer(
                     ["a photo of the bottle.", "a photo of the bottle with crack.", "a photo of the damaged bottle."]
                 ),
@@ -434,53 +451,32 @@ class TestPromptADModel:
         with pytest.raises(ValueError, match="placeholder"):
             resolve_anomaly_states("bottle", ["scratched"])
 
-    def test_bad_input(self, tiny_model: PromptADModel, tiny_clip: torch.nn.Module) -> None:
+    def test_bad_input(self, tiny_model: PromptADModel, tiny_clip16: torch.nn.Module) -> None:
         with pytest.raises(ValueError, match="3-channel"):
             tiny_model(torch.rand(1, 1, 240, 240))
         with pytest.raises(ValueError, match="size"):
             tiny_model(torch.rand(1, 3, 224, 224))
         with pytest.raises(ValueError, match="class name"):
-            tiny_model.configure_prompts("")
+<<<<<<< HEAD
+            tiny_model.set_class("")
         untrained = PromptADModel(TINY_BACKBONE, tiny_clip).eval()
+=======
+            tiny_model.configure_prompts("")
+        untrained = PromptADModel(TINY_BACKBONE, tiny_clip16).eval()
+>>>>>>> ci
         with pytest.raises(RuntimeError, match="train it"):
             untrained(torch.rand(1, 3, 240, 240))
-        with pytest.raises(RuntimeError, match="configure_prompts"):
+        with pytest.raises(RuntimeError, match="set_class"):
             untrained.prompt_features()
         with pytest.raises(ValueError, match="k_shot"):
-            untrained.build_memory(tiny_model.encode_images(torch.rand(3, 3, 240, 240)))
+            untrained.set_references(tiny_model.encode_images(torch.rand(3, 3, 240, 240)))
 
 
 # -------------------------------------------------------------------------------------------- anomalib training
-def make_mvtec_like(root: Path, category: str = "bottle", n_train: int = 5, seed: int = 0) -> Path:
-    """A few 64 px images in MVTec AD layout (train/good, test/good, test/broken + masks)."""
-    rng = np.random.default_rng(seed)
-    base = root / category
-
-    def save(folder: Path, name: str, array: np.ndarray) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(array).save(folder / name)
-
-    for index in range(n_train):
-        save(base / "train" / "good", f"{index:03d}.png", (rng.random((64, 64, 3)) * 80 + 90).astype(np.uint8))
-    for index in range(2):
-        save(base / "test" / "good", f"{index:03d}.png", (rng.random((64, 64, 3)) * 80 + 90).astype(np.uint8))
-        image = (rng.random((64, 64, 3)) * 80 + 90).astype(np.uint8)
-        mask = np.zeros((64, 64), np.uint8)
-        image[20:36, 20:36], mask[20:36, 20:36] = 255, 255
-        save(base / "test" / "broken", f"{index:03d}.png", image)
-        save(base / "ground_truth" / "broken", f"{index:03d}_mask.png", mask)
-    return root
-
-
-@pytest.fixture(scope="module")
-def dataset_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_mvtec_like(tmp_path_factory.mktemp("promptad_data"))
-
-
 class TestTraining:
     """The few-shot training contract through anomalib's Engine (tiny backbone, synthetic images)."""
 
-    def test_trains_on_k_cached_shots(self, dataset_root: Path, tmp_path: Path) -> None:
+    def test_trains_on_k_cached_shots(self, bottle_root: Path, tmp_path: Path) -> None:
         from anomalib.data import MVTecAD
         from anomalib.engine import Engine
 
@@ -495,7 +491,7 @@ class TestTraining:
         model.model.vision.forward = counting
         before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         # anomalib's default of 8 loader workers: the k-shot train loader must not re-spawn them every epoch
-        datamodule = MVTecAD(root=dataset_root, category="bottle", train_batch_size=1, eval_batch_size=8)
+        datamodule = MVTecAD(root=bottle_root, category="bottle", train_batch_size=1, eval_batch_size=8)
         engine = Engine(default_root_dir=tmp_path, accelerator="cpu", logger=False, limit_val_batches=0)
         engine.fit(model, datamodule=datamodule)
         loader = engine.trainer.train_dataloader  # the loader the fit read: all shots in one batch, no workers
@@ -538,7 +534,7 @@ class TestTraining:
         assert reloaded.few_shot_paths == model.few_shot_paths
 
         # the same seed picks the same shots; too many shots is a clear error
-        fresh = MVTecAD(root=dataset_root, category="bottle", num_workers=0)
+        fresh = MVTecAD(root=bottle_root, category="bottle", num_workers=0)
         fresh.setup("fit")
         assert len(fresh.train_data) == 5
         fake_trainer = SimpleNamespace(datamodule=fresh, max_epochs=1, check_val_every_n_epoch=1)

@@ -50,7 +50,7 @@ def make_model(**kwargs) -> SimCLIPModel:
 def zero_shot(_one_thread) -> SimCLIPModel:
     torch.manual_seed(0)
     model = make_model().eval()
-    model.set_class_name(CLASS_NAME)
+    model.set_class(CLASS_NAME)
     return model
 
 
@@ -69,8 +69,8 @@ def few_shot(zero_shot: SimCLIPModel, shots: torch.Tensor) -> SimCLIPModel:
     """SimCLIP+ with the zero-shot model's weights (CLIP, adapters, IPT) and a memory of two shots."""
     model = make_model(k_shot=K_SHOT).eval()
     model.load_state_dict(zero_shot.state_dict())
-    model.set_class_name(CLASS_NAME)
-    model.build_memory(shots)
+    model.set_class(CLASS_NAME)
+    model.set_references(shots)
     return model
 
 
@@ -328,7 +328,7 @@ def make_scores(model: SimCLIPModel, images: torch.Tensor) -> dict[str, torch.Te
 @pytest.mark.parametrize(
     ("class_names", "has_mask"),
     [
-        (None, None),  # the class of set_class_name, every mask is ground truth
+        (None, None),  # the class of set_class, every mask is ground truth
         (["bottle", "cable", "bottle"], [True, False, True]),  # class-aware prompts per image; one image label-only
     ],
 )
@@ -457,11 +457,11 @@ def test_bad_inputs_give_clear_errors(zero_shot: SimCLIPModel, images: torch.Ten
     with pytest.raises(TypeError, match="floating-point"):
         zero_shot(torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8))
     with pytest.raises(ValueError, match="class name"):
-        zero_shot.set_class_name("")
+        zero_shot.set_class("")
     with pytest.raises(ValueError, match="masks"):
         zero_shot.losses(zero_shot.encode_images(images), torch.tensor([0, 1, 1]), torch.zeros(2, SIZE, SIZE))
     with pytest.raises(ValueError, match="zero-shot"):
-        zero_shot.build_memory(images)
+        zero_shot.set_references(images)
     with pytest.raises(ValueError, match="Layer 25"):
         make_model(feature_layers=(6, 25))
     with pytest.raises(ValueError, match="image_score_map"):
@@ -477,13 +477,13 @@ def test_not_ready_models_refuse_to_score(zero_shot: SimCLIPModel, few_shot, ima
     with pytest.raises(ModelNotReadyError, match="class name"):
         fresh.prompt_features()
     no_memory = copy.deepcopy(few_shot)
-    no_memory.clear_memory()
+    no_memory.set_references(None)
     with pytest.raises(ModelNotReadyError, match="reference memory"):
         no_memory(images)
     with pytest.raises(ValueError, match="k_shot=2"):
-        no_memory.build_memory(images)
+        no_memory.set_references(images)
     with pytest.raises(ValueError, match="no reference images"):
-        no_memory.build_memory(images[:0])
+        no_memory.set_references(images[:0])
     with pytest.raises(ValueError, match="memory is empty"):
         no_memory.memories["6"].nearest(torch.randn(1, 36, no_memory.vision.width))
 
@@ -519,7 +519,7 @@ def test_learned_weights_round_trip(zero_shot: SimCLIPModel, images: torch.Tenso
 def test_checkpoint_restores_memory_and_prototypes(few_shot: SimCLIPModel, images: torch.Tensor) -> None:
     state = few_shot.state_dict()
     restored = copy.deepcopy(few_shot)
-    restored.clear_memory()
+    restored.set_references(None)
     for prototypes in restored.text_prototypes.values():
         prototypes.features = prototypes.features[:0]
     restored.load_state_dict(state)

@@ -5,16 +5,18 @@
 
 One ``Engine.fit`` (2 epochs) on the labelled test split of synthetic category ``widget``
 (:class:`~anomalib_clipad.data.auxiliary.AuxiliaryData`), then ``Engine.test`` on the MVTec-layout category ``cloth``
-with a held-out calibration split. The tiny 24-layer backbone is randomly initialised once and saved to a file, so that
-models built later (from the learned-weights file, without checkpoint) see the same frozen CLIP. Scores are meaningless;
-the point is the protocol: what trains, what is encoded, which class the prompts are for, where SimCLIP+'s reference
-images come from, and that every way of reloading reproduces the outputs.
+with a held-out calibration split. The tiny 24-layer backbone is randomly initialised once and saved to a file
+(conftest's ``tiny_clip24_weights``), so that models built later (from the learned-weights file, without checkpoint)
+see the same frozen CLIP. Scores are meaningless; the point is the protocol: what trains, what is encoded, which class
+the prompts are for, where SimCLIP+'s reference images come from, and that every way of reloading reproduces the
+outputs.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,9 +24,7 @@ import pytest
 import torch
 
 from anomalib_clipad.clip import TINY_BACKBONE_24
-from anomalib_clipad.clip.loading import load_clip
 from anomalib_clipad.data.shots import collect_shots
-from anomalib_clipad.data.synthetic import generate_synthetic_dataset
 from anomalib_clipad.models.common import clip_transform
 from anomalib_clipad.models.simclip import SimCLIP, load_learned_weights
 
@@ -51,21 +51,10 @@ class _Records(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    for seed, (category, kind) in enumerate(((TRAIN, "object"), (TARGET, "texture"), (OTHER, "object"))):
-        generate_synthetic_dataset(
-            root, category=category, kind=kind, n_train=3, n_test_good=4, n_test_defect=1, image_size=48, seed=seed
-        )
-    return root
-
-
-@pytest.fixture(scope="module")
-def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny_clip.pt"
-    torch.save(load_clip(TINY_BACKBONE_24, pretrained=None).state_dict(), path)
-    return path
+def dataset(synthetic_dataset: Callable[..., Path]) -> Path:
+    """widget (objects: the auxiliary training data), cloth (texture: the target), gadget (objects), 48 px."""
+    categories = {TRAIN: {}, TARGET: {"kind": "texture"}, OTHER: {}}
+    return synthetic_dataset(categories, n_train=3, n_test_good=4, n_test_defect=1, image_size=48)
 
 
 def target(dataset: Path, category: str = TARGET):
@@ -83,12 +72,12 @@ def new_engine(root: Path):
 
 
 @pytest.fixture(scope="module")
-def trained(dataset: Path, clip_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def trained(dataset: Path, tiny_clip24_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Fit on widget (2 epochs), test on cloth; what happened on the way."""
     from anomalib_clipad.data import AuxiliaryData
 
     root = tmp_path_factory.mktemp("run")
-    model = SimCLIP(pretrained=str(clip_weights), epochs=2, seed=0, **OPTIONS)
+    model = SimCLIP(pretrained=str(tiny_clip24_weights), epochs=2, seed=0, **OPTIONS)
     encoded: list[int] = []
     original = model.model.encode_images
 
@@ -204,13 +193,13 @@ def test_another_category_rebuilds_the_prompts(trained: dict, dataset: Path, cap
 
 
 def test_prompts_file_reproduces_the_outputs_without_checkpoint(
-    trained: dict, dataset: Path, clip_weights: Path, images: torch.Tensor
+    trained: dict, dataset: Path, tiny_clip24_weights: Path, images: torch.Tensor
 ) -> None:
     content = torch.load(trained["prompts"][0], weights_only=True)
     assert content["format"] == "anomalib_clipad.simclip.weights"
     assert set(content["weights"]) == set(trained["model"].model.learnable_state_dict())
     assert content["training_classes"] == [TRAIN]
-    model = SimCLIP(pretrained=str(clip_weights), prompts=str(trained["prompts"][0]), **OPTIONS)
+    model = SimCLIP(pretrained=str(tiny_clip24_weights), prompts=str(trained["prompts"][0]), **OPTIONS)
     assert model.model.class_name is None  # no class yet: the target gives it
     assert model.training_classes == {TRAIN}
     results = new_engine(trained["checkpoint"].parent / "prompts").test(model, datamodule=target(dataset))
@@ -219,7 +208,7 @@ def test_prompts_file_reproduces_the_outputs_without_checkpoint(
         torch.testing.assert_close(actual, expected)
 
 
-def test_reference_weight_files_are_read(trained: dict, clip_weights: Path, tmp_path: Path, images) -> None:
+def test_reference_weight_files_are_read(trained: dict, tiny_clip24_weights: Path, tmp_path: Path, images) -> None:
     learned = trained["model"].model.learnable_state_dict()
     clip = {
         "x_learner_proj.linear.weight": learned["ipt.token_weighting.weight"],
@@ -242,8 +231,8 @@ def test_reference_weight_files_are_read(trained: dict, clip_weights: Path, tmp_
     torch.save({"clip": clip}, tmp_path / "clip.pth")
     torch.save({"trainable_linearlayer": adapters}, tmp_path / "adapters.pth")
     files = [str(tmp_path / "adapters.pth"), str(tmp_path / "clip.pth")]  # any order
-    model = SimCLIP(pretrained=str(clip_weights), prompts=files, **OPTIONS)
-    model.model.set_class_name(TARGET)
+    model = SimCLIP(pretrained=str(tiny_clip24_weights), prompts=files, **OPTIONS)
+    model.model.set_class(TARGET)
     for expected, actual in zip(outputs(trained["model"], images), outputs(model, images), strict=True):
         torch.testing.assert_close(actual, expected)
     with pytest.raises(ValueError, match="two files"):
@@ -251,9 +240,11 @@ def test_reference_weight_files_are_read(trained: dict, clip_weights: Path, tmp_
 
 
 def test_simclip_plus_draws_its_shot_from_the_target_train_split(
-    trained: dict, dataset: Path, clip_weights: Path, caplog: pytest.LogCaptureFixture
+    trained: dict, dataset: Path, tiny_clip24_weights: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model = SimCLIP(pretrained=str(clip_weights), prompts=str(trained["prompts"][0]), k_shot=1, seed=3, **OPTIONS)
+    model = SimCLIP(
+        pretrained=str(tiny_clip24_weights), prompts=str(trained["prompts"][0]), k_shot=1, seed=3, **OPTIONS
+    )
     assert model.model.name == "SimCLIP+"
     engine = new_engine(trained["checkpoint"].parent / "plus")
     with caplog.at_level(logging.INFO, logger="anomalib_clipad"):
@@ -265,7 +256,7 @@ def test_simclip_plus_draws_its_shot_from_the_target_train_split(
     datamodule.setup()
     again = collect_shots(datamodule.train_data, 1, 3, clip_transform(SIZE))
     assert again.paths == model.reference_paths  # seeded
-    assert model.model.memory_ready
+    assert model.model.references_ready
     assert model.reference_class == TARGET
     assert "memory gallery of class 'cloth' from 1 normal train image(s)" in caplog.text
     path = trained["checkpoint"].parent / "plus.ckpt"
@@ -274,14 +265,14 @@ def test_simclip_plus_draws_its_shot_from_the_target_train_split(
     # without a train split, the memory of the class restored from the checkpoint is used; of another class: error
     reloaded = SimCLIP.load_from_checkpoint(path)
     reloaded.prepare_target(SimpleNamespace(datamodule=None))
-    assert reloaded.model.memory_ready
+    assert reloaded.model.references_ready
     reloaded.hparams.class_name = OTHER
     with pytest.raises(ValueError, match="train split"):
         reloaded.prepare_target(SimpleNamespace(datamodule=None))
 
 
 # ------------------------------------------------------------------------------------------------- bad input
-def test_bad_settings_and_files_give_clear_errors(trained: dict, clip_weights: Path, tmp_path: Path) -> None:
+def test_bad_settings_and_files_give_clear_errors(trained: dict, tiny_clip24_weights: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="k_shot"):
         SimCLIP(k_shot=-1, pretrained=None, **OPTIONS)
     with pytest.raises(ValueError, match="image_score_map"):
@@ -312,7 +303,9 @@ def test_bad_settings_and_files_give_clear_errors(trained: dict, clip_weights: P
     with pytest.raises(ValueError, match="safely"):
         load_learned_weights(unsafe, model)
     with pytest.raises(ValueError, match="feature_layers"):  # a model of other layers refuses the file
-        SimCLIP(pretrained=str(clip_weights), prompts=str(prompts), feature_layers=(6, 12), **OPTIONS).configure_model()
+        SimCLIP(
+            pretrained=str(tiny_clip24_weights), prompts=str(prompts), feature_layers=(6, 12), **OPTIONS
+        ).configure_model()
 
     # another architecture in a checkpoint; no class name for the prompts; training data without masks
     fresh = SimCLIP(pretrained=None, **OPTIONS)

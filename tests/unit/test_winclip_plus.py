@@ -146,29 +146,30 @@ def reference_winclip(model, images, prototypes, references=None) -> tuple[torch
 # ------------------------------------------------------------------------------------------------------ tests
 @torch.no_grad()
 def test_window_embeddings_match_one_vit_run_per_window(model, images) -> None:
-    features = model.encode(images)
+    features = model.encode_images(images)
     for b, image in enumerate(images):
         expected = reference_features(model.vision, image)
-        torch.testing.assert_close(features.image[b], expected["image"], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(features.patches[b], expected["patches"], atol=1e-5, rtol=1e-5)
-        for index, scale in enumerate((2, 3)):
-            assert features.windows[index].shape[1] == (4 - scale + 1) ** 2
-            torch.testing.assert_close(features.windows[index][b], expected["windows"][scale], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(features["image"][b], expected["image"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(features["patch"][b], expected["patches"], atol=1e-5, rtol=1e-5)
+        for scale in (2, 3):
+            assert features[f"window_{scale}"].shape[1] == (4 - scale + 1) ** 2
+            torch.testing.assert_close(features[f"window_{scale}"][b], expected["windows"][scale], atol=1e-5, rtol=1e-5)
 
 
 @torch.no_grad()
 def test_compositional_prompt_ensemble(model) -> None:
-    model.setup("bottle")
+    model.set_class("bottle")
     torch.testing.assert_close(model.text_prototypes, reference_text(model.text, "bottle"), atol=1e-6, rtol=1e-5)
     extra = ["{} with broken large"]
-    model.setup("bottle", task_specific_states=extra)
+    model.set_class("bottle", anomaly_states=extra)
     torch.testing.assert_close(model.text_prototypes, reference_text(model.text, "bottle", extra), atol=1e-6, rtol=1e-5)
     assert len(WINCLIP_TEMPLATES) == len(set(WINCLIP_TEMPLATES)) == 22
 
 
 @torch.no_grad()
 def test_zero_shot_scores_and_map(model, images) -> None:
-    model.setup("bottle")
+    model.set_class("bottle")
+    model.set_references(None)
     output = model(images)
     expected_scores, expected_maps = reference_winclip(model, images, model.text_prototypes)
     assert model.k_shot == 0
@@ -179,7 +180,8 @@ def test_zero_shot_scores_and_map(model, images) -> None:
 
 @torch.no_grad()
 def test_few_shot_association_and_fusion(model, images, references) -> None:
-    model.setup("bottle", references)
+    model.set_class("bottle")
+    model.set_references(references)
     assert model.k_shot == 2
     assert model.patch_memory.shape == (2 * 16, model.vision.width)
     assert model.window_memory(2).shape == (2 * 9, model.vision.output_dim)
@@ -189,14 +191,15 @@ def test_few_shot_association_and_fusion(model, images, references) -> None:
     torch.testing.assert_close(output.anomaly_map, expected_maps, atol=1e-5, rtol=0)
     # a reference image is its own nearest neighbour: its vision map is 0, so its final map is half the zero-shot one
     same = model(references[:1])
-    model.setup("bottle", None)
+    model.set_references(None)
     zero_shot = model(references[:1])
     torch.testing.assert_close(same.anomaly_map, zero_shot.anomaly_map / 2, atol=1e-5, rtol=0)
 
 
 @torch.no_grad()
 def test_state_dict_round_trip_carries_all_state(model, images, references) -> None:
-    model.setup("bottle", references)
+    model.set_class("bottle")
+    model.set_references(references)
     expected = model(images)
     fresh = WinCLIPPlusModel(TINY_BACKBONE, None, image_size=IMAGE_SIZE).eval()
     fresh.load_state_dict(model.state_dict())
@@ -215,7 +218,7 @@ def test_state_dict_round_trip_carries_all_state(model, images, references) -> N
 
 # ------------------------------------------------------------------------------------------------- bad inputs
 def test_bad_images_give_clear_errors(model, images) -> None:
-    model.setup("bottle")
+    model.set_class("bottle")
     with pytest.raises(ValueError, match="3-channel"):
         model(images[:, :1])
     with pytest.raises(ValueError, match=r"size \(64, 64\)"):
@@ -226,10 +229,10 @@ def test_bad_images_give_clear_errors(model, images) -> None:
 
 def test_missing_class_name() -> None:
     fresh = WinCLIPPlusModel(TINY_BACKBONE, None, image_size=IMAGE_SIZE)
-    with pytest.raises(WinCLIPNotReadyError, match="setup"):
+    with pytest.raises(WinCLIPNotReadyError, match="set_class"):
         fresh(torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE))
     with pytest.raises(WinCLIPNotReadyError, match="class name"):
-        fresh.setup(None, torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        fresh.set_class(" ")
     lightning = WinCLIPPlus(backbone=TINY_BACKBONE, pretrained=None, image_size=IMAGE_SIZE)
     lightning._trainer = SimpleNamespace(datamodule=SimpleNamespace(category=None))
     lightning.setup("test")  # a checkpoint restored after setup could still provide the prompts
@@ -244,13 +247,14 @@ def test_missing_class_name() -> None:
 
 @torch.no_grad()
 def test_memory_not_set_gives_clear_error(model, images, references) -> None:
-    model.setup("bottle", None)
+    model.set_class("bottle")
+    model.set_references(None)
     with pytest.raises(WinCLIPNotReadyError, match="no reference memory"):
-        model.few_shot_map(model.encode(images))
+        model.few_shot_map(model.encode_images(images))
     with pytest.raises(ValueError, match="3-channel"):
-        model.setup("bottle", references[:, :1])
+        model.set_references(references[:, :1])
     with pytest.raises(ValueError, match=r"size \(64, 64\)"):
-        model.setup("bottle", references[..., :32])
+        model.set_references(references[..., :32])
 
 
 def test_unknown_backbone_and_unreadable_weights(tmp_path) -> None:
@@ -333,7 +337,7 @@ def test_lightning_shots_are_seeded_distinct_normalised_and_recorded(tmp_path) -
     )
     normalised = lightning.pre_processor.transform(raw)
     assert normalised.mean() < raw.mean() - 0.3  # the CLIP mean/std really moved the pixels
-    memory = F.normalize(lightning.model.encode(normalised).patches.flatten(0, 1), dim=-1)
+    memory = F.normalize(lightning.model.encode_images(normalised)["patch"].flatten(0, 1), dim=-1)
     torch.testing.assert_close(lightning.model.patch_memory, memory, atol=1e-5, rtol=1e-5)
     checkpoint: dict = {}
     lightning.on_save_checkpoint(checkpoint)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -164,6 +165,7 @@ class AnomalyCLIPModel(nn.Module):
         self.image_size = int(image_size)
         self.dpam_start_layer = None if dpam_start_layer is None else int(dpam_start_layer)
         self.feature_layers = feature_layers
+        self.deep_prompt_length = int(deep_prompt_length)
         self.local_loss_weight = float(local_loss_weight)
         self.temperature = float(temperature)
         self.focal_gamma = float(focal_gamma)
@@ -195,6 +197,7 @@ class AnomalyCLIPModel(nn.Module):
             raise ValueError(msg)
         self.register_buffer("prompt_tokens", tokens, persistent=False)
         self.text_prototypes = TextPrototypes(self.vision.output_dim)
+        self.class_name: str | None = None
 
     # ------------------------------------------------------------------------------------------------- properties
     @property
@@ -211,6 +214,79 @@ class AnomalyCLIPModel(nn.Module):
     def is_ready(self) -> bool:
         """Whether inference text features are stored (after training, loading prompts or a checkpoint)."""
         return self.text_prototypes.is_ready
+
+    @property
+    def uses_references(self) -> bool:
+        """Always ``False``: AnomalyCLIP scores zero-shot, without reference images."""
+        return False
+
+    @property
+    def references_ready(self) -> bool:
+        """Always ``False``: AnomalyCLIP has no reference memory."""
+        return False
+
+    def require_ready(self) -> None:
+        """Raise :class:`~anomalib_clipad.components.readiness.ModelNotReadyError` when no text features are stored.
+
+        Raises:
+            ModelNotReadyError: no text features stored yet.
+        """
+        require_ready(
+            MODEL_NAME,
+            {"text features": self.is_ready},
+            how=(
+                "train its prompts on an auxiliary dataset with masks (`anomalib train`/`Engine.fit`), load trained "
+                "prompts (`load_prompts_file`, also the reference's checkpoints), or load a trained checkpoint "
+                "(`--ckpt_path`)."
+            ),
+        )
+
+    def architecture(self) -> dict[str, Any]:
+        """Backbone, input size, the prompt shapes (``n_ctx``, deep prompts) and the feature layers."""
+        return {
+            "backbone": self.backbone,
+            "image_size": self.image_size,
+            "n_ctx": self.n_ctx,
+            "deep_prompt_length": self.deep_prompt_length,
+            "deep_prompt_depth": len(self.deep_prompts) + 1,
+            "feature_layers": list(self.feature_layers),
+        }
+
+    # ------------------------------------------------------------------------------------------------- set-up
+    def set_class(self, class_name: str, anomaly_states: Sequence[str] | None = None) -> None:
+        """Record the class (AnomalyCLIP's prompts are object-agnostic: the class changes nothing it scores with).
+
+        Args:
+            class_name: the class of the images to score.
+            anomaly_states: not supported (the abnormal prompt is the learned ``"damaged object."``); must be
+                ``None``.
+
+        Raises:
+            ValueError: empty class name, or anomaly states given.
+        """
+        if not isinstance(class_name, str) or not class_name.strip():
+            msg = "set_class needs a non-empty class name (e.g. 'bottle')."
+            raise ValueError(msg)
+        if anomaly_states is not None:
+            msg = (
+                "AnomalyCLIP's prompts are object-agnostic and learned (no anomalous state phrases); got "
+                f"anomaly_states={anomaly_states!r}."
+            )
+            raise ValueError(msg)
+        self.class_name = class_name
+
+    def set_references(self, references: torch.Tensor | Mapping[str, torch.Tensor] | None) -> None:
+        """AnomalyCLIP has no reference memory: ``None`` (nothing to clear) is accepted, references are refused.
+
+        Raises:
+            ValueError: references given.
+        """
+        if references is not None:
+            msg = (
+                "AnomalyCLIP scores zero-shot and has no reference memory: it takes no normal reference images "
+                "(check `uses_references` before calling set_references)."
+            )
+            raise ValueError(msg)
 
     # ---------------------------------------------------------------------------------------------------- text
     def text_features(self) -> torch.Tensor:
@@ -321,15 +397,7 @@ class AnomalyCLIPModel(nn.Module):
             ModelNotReadyError: no text features stored yet.
             TypeError, ValueError: bad input images.
         """
-        require_ready(
-            MODEL_NAME,
-            {"text features": self.is_ready},
-            how=(
-                "train its prompts on an auxiliary dataset with masks (`anomalib train`/`Engine.fit`), load trained "
-                "prompts (`load_prompts_file`, also the reference's checkpoints), or load a trained checkpoint "
-                "(`--ckpt_path`)."
-            ),
-        )
+        self.require_ready()
         scores = self.scores(self.encode_images(images))
         return InferenceBatch(pred_score=scores["pred_score"], anomaly_map=scores["anomaly_map"])
 

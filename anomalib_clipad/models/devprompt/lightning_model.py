@@ -203,7 +203,7 @@ class DevPrompt(QuietExportMixin, AnomalibModule):
         warn_if_calibrating_on_test(self._trainer, type(self).__name__)
         if stage == "fit":
             class_name = resolve_class_name(self.hparams.class_name, self._trainer)
-            self.model.set_class_name(class_name)
+            self.model.set_class(class_name)
             self.checkpoint_policy.class_name = class_name
 
     # ---------------------------------------------------------------------------------------------- steps
@@ -215,7 +215,7 @@ class DevPrompt(QuietExportMixin, AnomalibModule):
             batch,
             self.model.encode_training_images,
             lambda features: {"loss": self.model.training_loss(features, self.global_step)},
-            on_shots_encoded=self.model.build_vision_memory,
+            on_shots_encoded=self.model.set_references,
         )
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:

@@ -35,8 +35,9 @@ Paper: https://arxiv.org/abs/2601.15453
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -96,7 +97,7 @@ class SharedContextPromptLearner(nn.Module):
         init_std: float = 0.02,
         generator: torch.Generator | None = None,
     ) -> None:
-        """Create the context ``C`` and empty prompt tokens (set by :meth:`set_class_name`)."""
+        """Create the context ``C`` and empty prompt tokens (set by :meth:`set_class`)."""
         super().__init__()
         if n_ctx < 1:
             msg = f"DevPrompt needs at least one learnable context vector, got n_ctx={n_ctx}."
@@ -119,7 +120,7 @@ class SharedContextPromptLearner(nn.Module):
             f"{placeholder} {self.anomalous_suffix.format(class_name)}.",
         ]
 
-    def set_class_name(self, text: ClipTextTower, class_name: str) -> None:
+    def set_class(self, text: ClipTextTower, class_name: str) -> None:
         """Tokenise the two prompts of ``class_name`` into the ``tokens`` buffer."""
         self.tokens = text.tokenize(self.prompts(class_name)).to(self.tokens.device)
 
@@ -191,8 +192,8 @@ def synthesize_anomalies(
 class DevPromptModel(nn.Module):
     """DevPrompt's torch model: frozen VV-CLIP, shared-context prompts, deviation scoring and vision memory.
 
-    Use: :meth:`set_class_name`, then :meth:`encode_training_images` on the k shots (once; cache the result),
-    :meth:`build_vision_memory` from those features, :meth:`training_loss` per step, :meth:`update_text_features`
+    Use: :meth:`set_class`, then :meth:`encode_training_images` on the k shots (once; cache the result),
+    :meth:`set_references` from those features, :meth:`training_loss` per step, :meth:`update_text_features`
     after training. :meth:`setup` does the first three in one call.
 
     Args:
@@ -261,6 +262,7 @@ class DevPromptModel(nn.Module):
         self.backbone = backbone
         self.vision, self.text = towers.vision, towers.text
         self.clip_hparams = towers.hparams
+        self.position_embedding = towers.position_embedding
         if synthesize_anomalies and n_synthetic_per_shot < 1:
             msg = f"n_synthetic_per_shot must be at least 1 when anomalies are synthesised, got {n_synthetic_per_shot}."
             raise ValueError(msg)
@@ -293,23 +295,67 @@ class DevPromptModel(nn.Module):
 
     # ------------------------------------------------------------------ set-up
     @property
-    def is_setup(self) -> bool:
+    def uses_references(self) -> bool:
+        """Always ``True``: the vision-guided map scores against the memory of the k normal shots."""
+        return True
+
+    @property
+    def references_ready(self) -> bool:
+        """Whether the vision memory of every memory layer holds features."""
+        return all(memory.is_ready for memory in self.memories.values())
+
+    @property
+    def is_ready(self) -> bool:
         """Whether the vision memory and the text features are there (from training or a checkpoint)."""
-        return self.text_prototypes.is_ready and all(memory.is_ready for memory in self.memories.values())
+        return self.text_prototypes.is_ready and self.references_ready
+
+    def require_ready(self) -> None:
+        """Raise :class:`~anomalib_clipad.components.readiness.ModelNotReadyError` naming what is missing.
+
+        Raises:
+            ModelNotReadyError: no vision memory or no text features yet.
+        """
+        require_ready(
+            "DevPrompt",
+            {"vision memory": self.references_ready, "prompts": self.text_prototypes.is_ready},
+            how="train it on k normal shots first (`anomalib train`, or `setup(class_name, shots)`) or load a trained "
+            "checkpoint (`--ckpt_path`).",
+        )
+
+    def architecture(self) -> dict[str, Any]:
+        """Backbone, input size, the context length ``n_ctx``, the memory layers and the position-embedding mode."""
+        return {
+            "backbone": self.backbone,
+            "image_size": self.image_size[0],
+            "n_ctx": self.prompt_learner.n_ctx,
+            "memory_layers": list(self.memory_layers),
+            "position_embedding": self.position_embedding,
+        }
 
     @property
     def text_features(self) -> torch.Tensor:
         """The stored ``[e_n, e_a]`` ``(2, D)``, L2-normalised, used at inference."""
         return self.text_prototypes.features
 
-    def set_class_name(self, class_name: str) -> None:
+    def set_class(self, class_name: str, anomaly_states: Sequence[str] | None = None) -> None:
         """Build the two prompts for a dataset category or class name (``metal_nut`` -> "metal nut").
 
+        Args:
+            class_name: dataset category or object name used in the prompt suffixes.
+            anomaly_states: not supported (DevPrompt's abnormal prompt has one fixed suffix, ``anomalous_suffix``);
+                must be ``None``.
+
         Raises:
-            ValueError: empty class name.
+            ValueError: empty class name, or anomaly states given.
         """
+        if anomaly_states is not None:
+            msg = (
+                "DevPrompt has no anomalous state phrases: its abnormal prompt is the fixed `anomalous_suffix` "
+                f"({self.prompt_learner.anomalous_suffix!r}); got anomaly_states={anomaly_states!r}."
+            )
+            raise ValueError(msg)
         self.class_name = class_name
-        self.prompt_learner.set_class_name(self.text, prompt_class_name(class_name))
+        self.prompt_learner.set_class(self.text, prompt_class_name(class_name))
 
     def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """One pass of the frozen VV-CLIP image tower.
@@ -356,8 +402,20 @@ class DevPromptModel(nn.Module):
         return features
 
     @torch.no_grad()
-    def build_vision_memory(self, features: dict[str, torch.Tensor]) -> None:
-        """Store the vision memories from the :meth:`encode_images` features of the k normal shots."""
+    def set_references(self, references: torch.Tensor | Mapping[str, torch.Tensor] | None) -> None:
+        """Store the vision memories of the k normal shots; ``None`` clears them.
+
+        Args:
+            references: ``(k, 3, H, W)`` normalised normal images or their :meth:`encode_images` features.
+
+        Raises:
+            ValueError: bad images.
+        """
+        if references is None:
+            for memory in self.memories.values():
+                memory.clear()
+            return
+        features = self.encode_images(references) if isinstance(references, torch.Tensor) else references
         for layer in self.memory_layers:
             self.memories[str(layer)].fill(features[f"memory_{layer}"])
 
@@ -371,9 +429,9 @@ class DevPromptModel(nn.Module):
         Returns:
             The :meth:`encode_training_images` features, for :meth:`training_loss`.
         """
-        self.set_class_name(class_name)
+        self.set_class(class_name)
         features = self.encode_training_images(shots)
-        self.build_vision_memory(features)
+        self.set_references(features)
         self.update_text_features()
         return features
 
@@ -455,15 +513,7 @@ class DevPromptModel(nn.Module):
             ModelNotReadyError: the model has no vision memory or text features yet.
             ValueError: wrong image rank, channels or size.
         """
-        require_ready(
-            "DevPrompt",
-            {
-                "vision memory": all(memory.is_ready for memory in self.memories.values()),
-                "prompts": self.text_prototypes.is_ready,
-            },
-            how="train it on k normal shots first (`anomalib train`, or `setup(class_name, shots)`) or load a trained "
-            "checkpoint (`--ckpt_path`).",
-        )
+        self.require_ready()
         features = self.encode_images(images)
         grid_size = self.vision.grid_size(self.image_size)
         vision = self.vision_scores(features).unflatten(1, grid_size)  # (B, rows, cols)

@@ -206,7 +206,7 @@ class PromptAD(QuietExportMixin, AnomalibModule):
         warn_if_calibrating_on_test(self._trainer, type(self).__name__)
         if stage == "fit":
             class_name = resolve_class_name(self.hparams.class_name, self._trainer)
-            self.model.configure_prompts(class_name, self.hparams.anomaly_states)
+            self.model.set_class(class_name, self.hparams.anomaly_states)
             self.checkpoint_policy.class_name = class_name
 
     # ---------------------------------------------------------------------------------------------- steps
@@ -214,7 +214,7 @@ class PromptAD(QuietExportMixin, AnomalibModule):
         """Both heads' losses (CE + EAM + λ align) on the cached features of the shots."""
         del args, kwargs
         return self.recipe.training_step(
-            self, batch, self.model.encode_images, self.model.losses, on_shots_encoded=self.model.build_memory
+            self, batch, self.model.encode_images, self.model.losses, on_shots_encoded=self.model.set_references
         )
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:

@@ -30,7 +30,8 @@ parameter or buffer, so Lightning checkpoints and exports carry it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from anomalib.data import InferenceBatch
@@ -207,9 +208,9 @@ class PromptADModel(nn.Module):
         n_learned_anomaly_prompts: ``L``, learnable anomaly prompts per normal prompt.
         n_ctx_anomaly: ``E_A``, tokens per learnable anomaly prompt.
         memory_layers: original-path blocks (1-indexed) whose patch tokens form the vision memories.
-        memory_tap: where the memory tokens of layer ``l`` are read: ``"block_output"`` (the output of block ``l``,
-            the paper and decisions.md) or ``"reference"`` (inside block ``l + 1``, after its attention residual:
-            what the official code's aliased forward hooks read, to reproduce its published numbers).
+        memory_tap: where the memory tokens of layer ``l`` are read: ``"block_output"`` (the output of block ``l``:
+            the paper's definition, our default) or ``"reference"`` (inside block ``l + 1``, after its attention
+            residual: what the official code's aliased forward hooks read, to reproduce its published numbers).
         alignment_weight: ``λ`` of the alignment loss.
         eam_margin: margin of the explicit anomaly margin loss.
         sigma: Gaussian sigma of the pixel map at :data:`REFERENCE_MAP_SIZE` px (scaled with the output size).
@@ -262,6 +263,7 @@ class PromptADModel(nn.Module):
         self.backbone = backbone
         self.vision, self.text = towers.vision, towers.text
         self.clip_hparams = towers.hparams
+        self.position_embedding = towers.position_embedding
         if memory_tap == "reference" and max(memory_layers) >= self.vision.num_layers:
             msg = (
                 "memory_tap='reference' reads layer l inside block l + 1: memory_layers must be below "
@@ -305,7 +307,7 @@ class PromptADModel(nn.Module):
         self._prompt_tokens: dict[str, dict[str, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------------------------------------- prompts
-    def configure_prompts(self, class_name: str, anomaly_states: Sequence[str] | None = None) -> None:
+    def set_class(self, class_name: str, anomaly_states: Sequence[str] | None = None) -> None:
         """Build the prompts of both heads for a class.
 
         Args:
@@ -333,10 +335,10 @@ class PromptADModel(nn.Module):
         Learnable positions hold placeholder tokens (their embeddings are replaced by the contexts).
 
         Raises:
-            RuntimeError: :meth:`configure_prompts` was not called.
+            RuntimeError: :meth:`set_class` was not called.
         """
         if not self._prompt_tokens:
-            msg = "PromptAD's prompts are not built yet: call `configure_prompts(class_name)` first."
+            msg = "PromptAD's prompts are not built yet: call `set_class(class_name)` first."
             raise RuntimeError(msg)
         return torch.cat([tokens for head in self.prompt_learners for tokens in self._prompt_tokens[head].values()])
 
@@ -347,10 +349,10 @@ class PromptADModel(nn.Module):
             ``{head: {"normal": (N, D), "manual": (N x M, D), "learned": (N x L, D)}}``.
 
         Raises:
-            RuntimeError: :meth:`configure_prompts` was not called.
+            RuntimeError: :meth:`set_class` was not called.
         """
         if not self._prompt_tokens:
-            msg = "PromptAD's prompts are not built yet: call `configure_prompts(class_name)` first."
+            msg = "PromptAD's prompts are not built yet: call `set_class(class_name)` first."
             raise RuntimeError(msg)
         device = self.text.positional_embedding.device
         tokens, embeddings, sizes = [], [], []
@@ -412,12 +414,20 @@ class PromptADModel(nn.Module):
         return output
 
     @torch.no_grad()
-    def build_memory(self, features: dict[str, torch.Tensor]) -> None:
-        """Store the vision memories from the features of the k normal shots.
+    def set_references(self, references: torch.Tensor | Mapping[str, torch.Tensor] | None) -> None:
+        """Store the vision memories of the k normal shots; ``None`` clears them.
+
+        Args:
+            references: ``(k, 3, H, W)`` CLIP-normalised normal images or their :meth:`encode_images` features.
 
         Raises:
-            ValueError: the number of shots differs from ``k_shot``.
+            ValueError: the number of shots differs from ``k_shot``, or bad images.
         """
+        if references is None:
+            for memory in self.memories.values():
+                memory.clear()
+            return
+        features = self.encode_images(references) if isinstance(references, torch.Tensor) else references
         for layer in self.memory_layers:
             shots = features[f"memory_{layer}"]
             if shots.shape[0] != self.k_shot:
@@ -515,22 +525,48 @@ class PromptADModel(nn.Module):
         return InferenceBatch(pred_score=scores["pred_score"], anomaly_map=scores["anomaly_map"])
 
     @property
+    def uses_references(self) -> bool:
+        """Always ``True``: PromptAD's vision-guided map scores against the memories of the k normal shots."""
+        return True
+
+    @property
+    def references_ready(self) -> bool:
+        """Whether the vision memory of every memory layer holds features."""
+        return all(memory.is_ready for memory in self.memories.values())
+
+    @property
     def is_ready(self) -> bool:
         """Whether the vision memories and both heads' text prototypes are there (trained or loaded)."""
-        parts = [*self.memories.values(), *self.text_prototypes.values()]
-        return all(part.is_ready for part in parts)
+        return self.references_ready and all(prototypes.is_ready for prototypes in self.text_prototypes.values())
 
     def require_ready(self) -> None:
         """Raise :class:`~anomalib_clipad.components.readiness.ModelNotReadyError` before training or loading."""
         require_ready(
             "PromptAD",
             {
-                "vision memory": all(memory.is_ready for memory in self.memories.values()),
+                "vision memory": self.references_ready,
                 "text prototypes": all(prototypes.is_ready for prototypes in self.text_prototypes.values()),
             },
             how="train it on k normal shots first (`anomalib train`/`Engine.fit`) or load a trained checkpoint "
             "(`--ckpt_path`).",
         )
+
+    def architecture(self) -> dict[str, Any]:
+        """Backbone, input size, the prompt sizes of both heads, and the memories' layers, tap, shots and positions."""
+        image, pixel = self.prompt_learners["image"], self.prompt_learners["pixel"]
+        return {
+            "backbone": self.backbone,
+            "image_size": self.image_size,
+            "n_ctx": int(image.normal_context.shape[1]),
+            "n_normal_prompts_image": image.n_normal_prompts,
+            "n_normal_prompts_pixel": pixel.n_normal_prompts,
+            "n_learned_anomaly_prompts": image.n_learned_anomaly_prompts,
+            "n_ctx_anomaly": int(image.anomaly_context.shape[1]),
+            "memory_layers": list(self.memory_layers),
+            "memory_tap": self.memory_tap,
+            "k_shot": self.k_shot,
+            "position_embedding": self.position_embedding,
+        }
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         """Check that a checkpoint was made with the same image tower before loading it."""

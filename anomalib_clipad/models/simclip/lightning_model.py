@@ -567,7 +567,7 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
     # ---------------------------------------------------------------------------------------------- the target
     def _rebuild_for_class(self, class_name: str) -> None:
         """The checkpoint policy's hook: text prototypes of another class, with the learned IPT."""
-        self.model.set_class_name(class_name)
+        self.model.set_class(class_name)
         logger.info(
             "SimCLIP: prompts rebuilt for class %r with the learned IPT and adapters (trained on: %s).",
             class_name,
@@ -594,7 +594,7 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             requested = model.class_name
         prototypes_ready = all(prototypes.is_ready for prototypes in model.text_prototypes.values())
         if model.class_name != requested or not prototypes_ready:
-            model.set_class_name(requested)
+            model.set_class(requested)
             logger.info(
                 "SimCLIP: prompts built for class %r with the learned IPT and adapters (trained on: %s).",
                 requested,
@@ -609,7 +609,7 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
         train_data = getattr(datamodule, "train_data", None)
         k_shot, seed = int(self.hparams.k_shot), int(self.hparams.seed)
         if train_data is None:
-            if self.model.memory_ready and self.reference_class == class_name:
+            if self.model.references_ready and self.reference_class == class_name:
                 return
             msg = (
                 f"SimCLIP+ (k_shot={k_shot}) draws its {k_shot} normal reference image(s) from the train split of the "
@@ -620,9 +620,9 @@ class SimCLIP(QuietExportMixin, AnomalibModule):
             raise ValueError(msg)
         transform = getattr(self.pre_processor, "transform", None) or clip_transform(self.hparams.image_size)
         shots = collect_shots(train_data, k_shot, seed, transform)
-        if shots.paths == self.reference_paths and self.reference_class == class_name and self.model.memory_ready:
+        if shots.paths == self.reference_paths and self.reference_class == class_name and self.model.references_ready:
             return
-        self.model.build_memory(shots.images.to(self.device))
+        self.model.set_references(shots.images.to(self.device))
         self.reference_paths, self.reference_class = shots.paths, class_name
         logger.info(
             "SimCLIP+ memory gallery of class %r from %d normal train image(s) of the target (seed %d): %s",

@@ -47,7 +47,7 @@ dice(p_l[anomalous], mask))`` with ``p_l`` the softmax of the upsampled per-laye
 
 The frozen image side is computed once per image (:meth:`SimCLIPModel.encode_images`: the class token after
 ``ln_post`` but before the trainable projection, and the raw patch tokens of the feature layers); the text side of a
-class is one 77-position pass whose hidden states are cached (:meth:`SimCLIPModel.set_class_name`), so a training step
+class is one 77-position pass whose hidden states are cached (:meth:`SimCLIPModel.set_class`), so a training step
 costs the adapters, IPT and two projections.
 """
 
@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -197,7 +198,7 @@ class SimCLIPModel(nn.Module):
             adapters and projections were trained with; use it to evaluate those weights). ``None`` (default): the
             weights' own, QuickGELU for ``ViT-L-14-336`` / ``openai``.
         k_shot: number of normal reference images; 0 is zero-shot SimCLIP, ``k >= 1`` SimCLIP+ (needs
-            :meth:`build_memory` before inference).
+            :meth:`set_references` before inference).
         prompt_size: size of IPT's ``P_s`` (8).
         prompt_hidden_size: hidden width of IPT's MLP (256).
         logit_scale: scale of the cosine similarities before every softmax (100).
@@ -302,12 +303,23 @@ class SimCLIPModel(nn.Module):
         return "SimCLIP+" if self.k_shot else "SimCLIP"
 
     # ----------------------------------------------------------------------------------------------------- text
-    def set_class_name(self, class_name: str) -> None:
+    def set_class(self, class_name: str, anomaly_states: Sequence[str] | None = None) -> None:
         """Set the class of the prompts used at inference and compute its text prototypes.
 
+        Args:
+            class_name: the class name written in the binary prompts (eq. 3).
+            anomaly_states: not supported (SimCLIP's anomalous prompt is the fixed "with defect" one); must be
+                ``None``.
+
         Raises:
-            ValueError: empty class name.
+            ValueError: empty class name, or anomaly states given.
         """
+        if anomaly_states is not None:
+            msg = (
+                f"SimCLIP's binary prompts are fixed ({ANOMALOUS_PROMPTS[0]!r}): it takes no anomalous state phrases; "
+                f"got anomaly_states={anomaly_states!r}."
+            )
+            raise ValueError(msg)
         binary_prompts(class_name)
         self.class_name = class_name
         self.update_text_features()
@@ -337,7 +349,7 @@ class SimCLIPModel(nn.Module):
         """Text prototypes ``[t_n, t_a]`` of a class at the current parameters (differentiable: IPT, text projection).
 
         Args:
-            class_name: the class of the prompts (default: the one of :meth:`set_class_name`).
+            class_name: the class of the prompts (default: the one of :meth:`set_class`).
 
         Returns:
             ``{"image": (2, D), "layer": (2, D)}``, L2-normalised: "image" (the paper's class embedding) from the plain
@@ -347,7 +359,7 @@ class SimCLIPModel(nn.Module):
             ModelNotReadyError: no class name given or set.
         """
         if class_name is None:
-            require_ready(self.name, {"class name": self.class_name is not None}, "call `set_class_name(name)` first.")
+            require_ready(self.name, {"class name": self.class_name is not None}, "call `set_class(name)` first.")
             class_name = self.class_name
         hidden, end_of_text, n_normal = self.prompt_states(class_name)
         plain = hidden[torch.arange(hidden.shape[0], device=hidden.device), end_of_text]
@@ -467,15 +479,21 @@ class SimCLIPModel(nn.Module):
 
     # --------------------------------------------------------------------------------------------------- memory
     @torch.no_grad()
-    def build_memory(self, shots: torch.Tensor | Mapping[str, torch.Tensor]) -> None:
+    def set_references(self, references: torch.Tensor | Mapping[str, torch.Tensor] | None) -> None:
         """Fill the memory gallery ``M_l`` of every feature layer with the raw patch tokens of the ``k`` normal shots.
 
         Args:
-            shots: ``(k, 3, H, W)`` images, or their :meth:`encode_images` features.
+            references: ``(k, 3, H, W)`` images, or their :meth:`encode_images` features; ``None`` empties the
+                gallery.
 
         Raises:
             ValueError: the model is zero-shot (``k_shot=0``), no shots, or another number than ``k_shot``.
         """
+        if references is None:
+            for memory in self.memories.values():
+                memory.clear()
+            return
+        shots = references
         if not self.k_shot:
             msg = "This SimCLIP model is zero-shot (k_shot=0): build it with k_shot >= 1 for SimCLIP+'s memory."
             raise ValueError(msg)
@@ -488,13 +506,13 @@ class SimCLIPModel(nn.Module):
         for layer in self.feature_layers:
             self.memories[str(layer)].fill(features[f"patch_tokens_{layer}"])
 
-    def clear_memory(self) -> None:
-        """Empty the memory gallery."""
-        for memory in self.memories.values():
-            memory.clear()
+    @property
+    def uses_references(self) -> bool:
+        """Whether scoring uses the memory gallery of normal shots (SimCLIP+, ``k_shot >= 1``)."""
+        return self.k_shot > 0
 
     @property
-    def memory_ready(self) -> bool:
+    def references_ready(self) -> bool:
         """Whether every layer's memory gallery holds features."""
         return all(memory.is_ready for memory in self.memories.values())
 
@@ -555,7 +573,7 @@ class SimCLIPModel(nn.Module):
             features: :meth:`encode_images` output.
             labels: ``(B,)`` image labels, 1 = anomalous.
             masks: ``(B, H, W)`` or ``(B, 1, H, W)`` ground-truth masks (binarised at 0.5).
-            class_names: the class of each image (one name for all); ``None``: the class of :meth:`set_class_name`.
+            class_names: the class of each image (one name for all); ``None``: the class of :meth:`set_class`.
             has_mask: ``(B,)`` bool, whether an image's mask is ground truth; images without one train the image
                 loss only (``None``: all have one).
             text: text prototypes with gradients, ``{"image", "layer"}`` of shape ``(2, D)`` or ``(B, 2, D)``
@@ -663,17 +681,44 @@ class SimCLIPModel(nn.Module):
                 without its memory gallery.
             TypeError, ValueError: bad input images.
         """
-        parts = {"text prototypes": all(prototypes.is_ready for prototypes in self.text_prototypes.values())}
-        if self.k_shot:
-            parts["reference memory"] = self.memory_ready
-        require_ready(
-            self.name,
-            parts,
-            "set the class name (`set_class_name`), load or train the learned weights, and for SimCLIP+ build the "
-            "memory from the k normal shots (`build_memory`); a trained checkpoint (`--ckpt_path`) has all of them.",
-        )
+        self.require_ready()
         scores = self.scores(self.encode_images(images))
         return InferenceBatch(pred_score=scores["pred_score"], anomaly_map=scores["anomaly_map"])
+
+    def _readiness(self) -> dict[str, bool]:
+        parts = {"text prototypes": all(prototypes.is_ready for prototypes in self.text_prototypes.values())}
+        if self.uses_references:
+            parts["reference memory"] = self.references_ready
+        return parts
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether the text prototypes and, for SimCLIP+, the memory gallery are there."""
+        return all(self._readiness().values())
+
+    def require_ready(self) -> None:
+        """Raise :class:`~anomalib_clipad.components.readiness.ModelNotReadyError` naming what is missing.
+
+        Raises:
+            ModelNotReadyError: no text prototypes (no class name set, or nothing trained / loaded), or SimCLIP+
+                without its memory gallery.
+        """
+        require_ready(
+            self.name,
+            self._readiness(),
+            "set the class name (`set_class`), load or train the learned weights, and for SimCLIP+ fill the "
+            "memory from the k normal shots (`set_references`); a trained checkpoint (`--ckpt_path`) has all of them.",
+        )
+
+    def architecture(self) -> dict[str, Any]:
+        """Backbone, input size, the feature layers (one adapter each) and IPT's sizes."""
+        return {
+            "backbone": self.backbone,
+            "image_size": self.image_size,
+            "feature_layers": list(self.feature_layers),
+            "prompt_size": int(self.ipt.prompt_seed.shape[1]),
+            "prompt_hidden_size": int(self.ipt.prompt_mlp[0].out_features),
+        }
 
     # ------------------------------------------------------------------------------------------ learned weights
     def learnable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -154,11 +154,6 @@ class WinCLIPPlus(QuietExportMixin, AnomalibModule):
         """Reload from the checkpoint alone: ``pretrained="checkpoint"`` unless given (it holds every weight)."""
         return load_without_original_weights(super().load_from_checkpoint, checkpoint_path, *args, **kwargs)
 
-    @property
-    def is_setup(self) -> bool:
-        """Whether the model is set up for a class (prompts built or restored)."""
-        return self.checkpoint_policy.class_name is not None
-
     def configure_callbacks(self) -> list[Callback]:
         """The component callbacks of anomalib and the checkpoint policy (real weights, the class of the set-up)."""
         return [*super().configure_callbacks(), self.checkpoint_policy, self.timing]
@@ -169,7 +164,7 @@ class WinCLIPPlus(QuietExportMixin, AnomalibModule):
         Done once per class: a later set-up for the same class keeps them; another class re-builds them (logged).
         What cannot be built here (no class name, no source of reference images, e.g. ``anomalib predict
         --ckpt_path`` on a folder of images) may still come from the checkpoint that Lightning restores after this
-        hook; if it does not, the start of validation, test or prediction raises a clear error (:meth:`check_ready`).
+        hook; if it does not, the start of validation, test or prediction raises a clear error (:meth:`require_ready`).
 
         Raises:
             ValueError: ``k_shot`` larger than the number of normal images available, or unknown category for
@@ -193,7 +188,7 @@ class WinCLIPPlus(QuietExportMixin, AnomalibModule):
 
     def _rebuild_for_class(self, category: str) -> None:
         self._build_for_class(category, getattr(self, "_trainer", None))
-        self.check_ready()
+        self.require_ready()
 
     def _build_for_class(self, category: str, trainer: Any) -> None:
         """Text prototypes of ``category`` and, for WinCLIP+, the memories of ``k_shot`` normal images."""
@@ -209,24 +204,23 @@ class WinCLIPPlus(QuietExportMixin, AnomalibModule):
                 references = shots.images
                 self.reference_paths = shots.paths
                 logger.info("WinCLIP+ reference images (k=%d, seed=%d): %s", self.k_shot, self.seed, shots.paths)
-        if self.k_shot and references is None:
-            self.model.setup_references(None)  # never keep another class's memories
-        self.model.setup(prompt_class_name(category), references, self._task_specific_states(category))
+        self.model.set_class(prompt_class_name(category), self._task_specific_states(category))
+        self.model.set_references(references)  # None: never keep another class's memories
         self.checkpoint_policy.class_name = category
 
-    def check_ready(self) -> None:
+    def require_ready(self) -> None:
         """Raise a clear error if the text prototypes or (for ``k_shot > 0``) the reference memories are missing.
 
         Raises:
             ValueError: what ``setup`` could not build was not restored from a checkpoint either.
         """
-        if self.model.text_prototypes.numel() == 0 or (self.k_shot and not self.model.is_few_shot):
+        if not self.model.is_ready:
             raise ValueError(self._not_ready_reason or "WinCLIPPlus is not set up: call setup() first.")
 
     def on_validation_start(self) -> None:
         """Check that the model is ready (after any checkpoint restore and the policy's class check)."""
         super().on_validation_start()
-        self.check_ready()
+        self.require_ready()
 
     on_test_start = on_validation_start
     on_predict_start = on_validation_start

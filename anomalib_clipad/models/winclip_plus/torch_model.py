@@ -21,15 +21,16 @@ The CLIP comes from :func:`~anomalib_clipad.clip.builder.build_clip` (position e
 state needed at inference lives in registered buffers, so checkpoints and exported models carry it: the text
 prototypes in a :class:`~anomalib_clipad.components.text_prototypes.TextPrototypes`, the three memories in
 :class:`~anomalib_clipad.components.memory.ReferenceMemory` modules (both take the stored sizes when a state dict is
-loaded), the window indices in non-persistent buffers. :meth:`WinCLIPPlusModel.setup` fills them.
+loaded), the window indices in non-persistent buffers. :meth:`WinCLIPPlusModel.set_class` and
+:meth:`WinCLIPPlusModel.set_references` fill them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from anomalib.data import InferenceBatch
@@ -52,29 +53,19 @@ TEMPERATURE = 0.07
 """The temperature ``tau`` of eq. 1 (CLIP's, as in the paper)."""
 MODEL_NAME = "WinCLIPPlusModel"
 PATCH_MEMORY = "patch"
-"""Key of the patch memory ``R^P`` in :attr:`WinCLIPPlusModel.memories`; the window memories are ``window_<scale>``."""
+"""Key of the patch memory ``R^P`` in :attr:`WinCLIPPlusModel.memories` and of the patch features in
+:meth:`WinCLIPPlusModel.encode_images`; the window memories and features are ``window_<scale>``."""
+IMAGE_KEY = "image"
+"""Key of the image embedding ``f(x)`` in :meth:`WinCLIPPlusModel.encode_images`."""
 
 
 class WinCLIPNotReadyError(ModelNotReadyError):
-    """Raised when the model is used before :meth:`WinCLIPPlusModel.setup` gave it a class name (or references)."""
+    """Raised when the model is used before :meth:`WinCLIPPlusModel.set_class` gave it a class name (or references)."""
 
 
-@dataclass
-class WinCLIPFeatures:
-    """The features of a batch that WinCLIP / WinCLIP+ score.
-
-    Attributes:
-        image: ``(B, D)`` image embedding ``f(x)`` (projected class token).
-        windows: one ``(B, n_windows, D)`` tensor of window embeddings ``F^W`` per scale.
-        patches: ``(B, N, width)`` penultimate patch features ``F^P`` (last block's patch tokens after ``ln_post``,
-            i.e. the feature map right before CLIP's pooling/projection).
-        grid_size: ``(rows, columns)`` of the patch grid, ``N = rows * columns``.
-    """
-
-    image: torch.Tensor
-    windows: list[torch.Tensor]
-    patches: torch.Tensor
-    grid_size: tuple[int, int]
+def window_key(scale: int) -> str:
+    """Key of the window memory and window features of one scale (``"window_<scale>"``)."""
+    return f"window_{scale}"
 
 
 def compositional_prompts(class_name: str, states: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -108,23 +99,27 @@ class WinCLIPPlusModel(nn.Module):
         templates: prompt templates (default: the paper's 22).
         normal_states: normal state phrases (default: the paper's 7).
         anomalous_states: generic anomalous state phrases (default: the paper's 4); task-specific ones are added per
-            class in :meth:`setup`.
+            class in :meth:`set_class`.
         include_image_score_in_map: include the image-level score in the harmonic multi-scale aggregation of the
             zero-shot map (paper §4.2, "(c) image-scale feature"). Set ``False`` for windows only.
+        k_shot: number of reference images the model is built for: ``0`` for WinCLIP, ``K > 0`` for WinCLIP+
+            (:meth:`set_references` then takes exactly ``K`` images and scoring needs them); ``None`` (default):
+            decided by the references given, WinCLIP+ once :meth:`set_references` filled the memories.
 
     Attributes:
         vision: the frozen image tower.
         text: the frozen text tower.
         clip_hparams: what the CLIP builder decided (``quick_gelu``, ``weight_source``), for the Lightning model's
             hyper-parameters.
-        prototypes: ``[t_normal, t_anomalous]`` (buffer ``prototypes.features``), empty until :meth:`setup_text`.
+        class_name: the class of the prompts (:meth:`set_class`), ``None`` before.
+        prototypes: ``[t_normal, t_anomalous]`` (buffer ``prototypes.features``), empty until :meth:`set_class`.
         memories: the reference memories ``R^P`` (key ``"patch"``) and ``R^W`` of each scale (``"window_<scale>"``),
-            empty until :meth:`setup_references`.
+            empty until :meth:`set_references`.
 
     Raises:
         UnknownBackboneError: ``backbone`` is not an open_clip architecture.
         PretrainedWeightsError: the weights cannot be loaded.
-        ValueError: invalid scales or image size.
+        ValueError: invalid scales, image size or ``k_shot``.
     """
 
     def __init__(
@@ -140,8 +135,12 @@ class WinCLIPPlusModel(nn.Module):
         normal_states: Sequence[str] = NORMAL_STATES,
         anomalous_states: Sequence[str] = ANOMALOUS_STATES,
         include_image_score_in_map: bool = True,
+        k_shot: int | None = None,
     ) -> None:
         super().__init__()
+        if k_shot is not None and k_shot < 0:
+            msg = f"k_shot must be 0 (zero-shot WinCLIP) or positive (WinCLIP+), got {k_shot}."
+            raise ValueError(msg)
         scales = tuple(int(scale) for scale in scales)
         if not scales or len(set(scales)) != len(scales) or min(scales) < 1:
             msg = f"scales must be distinct positive window sizes (in patches), got {scales}."
@@ -166,54 +165,26 @@ class WinCLIPPlusModel(nn.Module):
         self.include_image_score_in_map = include_image_score_in_map
         self.grid_size = self.vision.grid_size((self.image_size, self.image_size))
         self.class_name: str | None = None
+        self.configured_k_shot = None if k_shot is None else int(k_shot)
 
         for scale in self.scales:  # window masks w_ij of each scale, as patch indices (n_windows, k * k)
             self.register_buffer(f"window_indices_{scale}", window_indices(self.grid_size, scale), persistent=False)
-        # Filled by setup(); empty until then (loading a state dict gives them the stored sizes).
+        # Filled by set_class() and set_references(); empty until then (a loaded state dict gives the stored sizes).
         embed_dim = self.vision.output_dim
         self.prototypes = TextPrototypes(embed_dim)  # [t_normal, t_anomalous]
         self.memories = nn.ModuleDict({PATCH_MEMORY: ReferenceMemory(self.vision.width)})  # R^P
         for scale in self.scales:
-            self.memories[f"window_{scale}"] = ReferenceMemory(embed_dim)  # R^W_s, R^W_m
+            self.memories[window_key(scale)] = ReferenceMemory(embed_dim)  # R^W_s, R^W_m
 
     # ------------------------------------------------------------------------------------------------ set-up
     @torch.no_grad()
-    def setup(
-        self,
-        class_name: str | None = None,
-        reference_images: torch.Tensor | None = None,
-        task_specific_states: Sequence[str] | None = None,
-    ) -> None:
-        """Build the text prototypes of a class and, for WinCLIP+, the reference memories.
-
-        Args:
-            class_name: the object name used in prompts (e.g. ``"bottle"``). Needed on the first call; later calls
-                may leave it out to only change the references.
-            reference_images: ``(K, 3, H, W)`` CLIP-normalised normal images, or ``None`` for zero-shot (clears any
-                memory).
-            task_specific_states: extra anomalous state phrases for this class (``{}`` = class name), e.g.
-                ``["{} with broken large"]``, added to the generic ones.
-
-        Raises:
-            WinCLIPNotReadyError: no class name was ever given.
-            ValueError: invalid reference images (wrong shape, grayscale, none).
-        """
-        if class_name is not None:
-            self.setup_text(class_name, task_specific_states)
-        else:
-            self._require_ready(
-                {"text prototypes": self.prototypes.is_ready},
-                "give setup a class name (e.g. class_name='bottle') to build its prompts.",
-            )
-        self.setup_references(reference_images)
-
-    @torch.no_grad()
-    def setup_text(self, class_name: str, task_specific_states: Sequence[str] | None = None) -> None:
+    def set_class(self, class_name: str, anomaly_states: Sequence[str] | None = None) -> None:
         """Compute ``[t_normal, t_anomalous]`` with the compositional prompt ensemble (§4.1).
 
         Args:
             class_name: the object name used in prompts (e.g. ``"bottle"``).
-            task_specific_states: extra anomalous state phrases for this class (``{}`` = class name).
+            anomaly_states: extra anomalous state phrases for this class (``{}`` = class name), e.g.
+                ``["{} with broken large"]``, added to the generic ones.
 
         Raises:
             WinCLIPNotReadyError: empty class name.
@@ -221,9 +192,9 @@ class WinCLIPPlusModel(nn.Module):
         if not class_name or not class_name.strip():
             msg = "A non-empty class name is needed for WinCLIP's prompts (e.g. 'bottle')."
             raise WinCLIPNotReadyError(msg)
-        anomalous_states = [*self.anomalous_states, *(task_specific_states or [])]
+        all_anomalous_states = [*self.anomalous_states, *(anomaly_states or [])]
         normal_prompts = compositional_prompts(class_name, self.normal_states, self.templates)
-        anomalous_prompts = compositional_prompts(class_name, anomalous_states, self.templates)
+        anomalous_prompts = compositional_prompts(class_name, all_anomalous_states, self.templates)
         prototypes = torch.stack(
             [
                 self.text.encode_prompt_set(normal_prompts),
@@ -237,81 +208,118 @@ class WinCLIPPlusModel(nn.Module):
         )
 
     @torch.no_grad()
-    def setup_references(self, reference_images: torch.Tensor | None, batch_size: int = 8) -> None:
-        """Fill the memories ``R^W_s, R^W_m, R^P`` from ``K`` normal images (§4.3); ``None`` clears them.
+    def set_references(
+        self,
+        references: torch.Tensor | Mapping[str, torch.Tensor] | None,
+        batch_size: int = 8,
+    ) -> None:
+        """Fill the memories ``R^W_s, R^W_m, R^P`` from ``K`` normal images (§4.3); ``None`` clears them (WinCLIP).
 
         Args:
-            reference_images: ``(K, 3, H, W)`` CLIP-normalised normal images, or ``None`` for zero-shot.
+            references: ``(K, 3, H, W)`` CLIP-normalised normal images or their :meth:`encode_images` features, or
+                ``None`` for zero-shot.
             batch_size: images encoded at once.
 
         Raises:
-            WinCLIPNotReadyError: no text prototypes yet (the image checks need them).
-            ValueError: invalid reference images (wrong shape, grayscale, none).
+            ValueError: invalid reference images (wrong shape, grayscale, none), or another number of images than the
+                ``k_shot`` the model was built for.
         """
-        if reference_images is None:
+        if references is None:
             for memory in self.memories.values():
                 memory.clear()
             return
-        self._validate(reference_images)
-        if reference_images.shape[0] < 1:
+        if isinstance(references, torch.Tensor):
+            validate_images(references, (self.image_size, self.image_size))
+            if references.shape[0] < 1:
+                msg = "Expected at least one reference image for WinCLIP+."
+                raise ValueError(msg)
+            chunks = [self.encode_images(chunk) for chunk in references.split(batch_size)]
+            features = {key: torch.cat([chunk[key] for chunk in chunks]) for key in self.memories}
+        else:
+            features = references
+        n_references = features[PATCH_MEMORY].shape[0]
+        if n_references < 1:
             msg = "Expected at least one reference image for WinCLIP+."
             raise ValueError(msg)
-        chunks = [self.encode(chunk) for chunk in reference_images.split(batch_size)]
-        self.memories[PATCH_MEMORY].fill(torch.cat([chunk.patches for chunk in chunks]))
-        for index, scale in enumerate(self.scales):
-            self.memories[f"window_{scale}"].fill(torch.cat([chunk.windows[index] for chunk in chunks]))
+        if self.configured_k_shot is not None and n_references != self.configured_k_shot:
+            msg = (
+                f"This WinCLIP model was built for k_shot={self.configured_k_shot} reference images, got "
+                f"{n_references}."
+            )
+            raise ValueError(msg)
+        for key, memory in self.memories.items():
+            memory.fill(features[key])
+
+    @torch.no_grad()
+    def update_text_features(self) -> None:
+        """Nothing to do: WinCLIP learns nothing; :meth:`set_class` computes its text prototypes."""
 
     # ---------------------------------------------------------------------------------------------- features
-    def encode(self, images: torch.Tensor) -> WinCLIPFeatures:
-        """Image embedding, window embeddings of every scale (eq. 2) and penultimate patch features, in one pass."""
+    def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Image embedding, window embeddings of every scale (eq. 2) and penultimate patch features, in one pass.
+
+        Args:
+            images: ``(B, 3, image_size, image_size)`` CLIP-normalised images.
+
+        Returns:
+            ``{"image": (B, D)}`` the image embedding ``f(x)`` (projected class token); ``{"window_<scale>":
+            (B, n_windows, D)}`` the window embeddings ``F^W`` of each scale; ``{"patch": (B, N, width)}`` the
+            penultimate patch features ``F^P`` (last block's patch tokens after ``ln_post``, i.e. the feature map
+            right before CLIP's pooling/projection), ``N`` the patches of :attr:`grid_size`.
+
+        Raises:
+            ValueError: wrong image shape (grayscale, other size).
+        """
+        validate_images(images, (self.image_size, self.image_size))
         last_layer = self.vision.num_layers
         features = self.vision(
             images,
             patch_layers=(last_layer,),
             windows=[self.window_indices(scale) for scale in self.scales],
         )
-        return WinCLIPFeatures(
-            image=features.class_token,
-            windows=features.window_tokens,
-            patches=self.vision.ln_post(features.patch_tokens[last_layer]),
-            grid_size=features.grid_size,
-        )
+        output = {IMAGE_KEY: features.class_token}
+        for scale, windows in zip(self.scales, features.window_tokens, strict=True):
+            output[window_key(scale)] = windows
+        output[PATCH_MEMORY] = self.vision.ln_post(features.patch_tokens[last_layer])
+        return output
 
     # ------------------------------------------------------------------------------------------------ scores
     def anomaly_probability(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``ascore_0``: ``softmax(<f, [t_n, t_a]> / tau)[anomalous]`` for embeddings ``(..., D)`` (eq. 1)."""
         return scoring.anomaly_probability(embeddings, self.text_prototypes, 1 / self.temperature)
 
-    def zero_shot_map(self, features: WinCLIPFeatures, image_score: torch.Tensor) -> torch.Tensor:
-        """WinCLIP's zero-shot map ``(B, N)`` (§4.2).
+    def zero_shot_map(self, features: Mapping[str, torch.Tensor], image_score: torch.Tensor) -> torch.Tensor:
+        """WinCLIP's zero-shot map ``(B, N)`` (§4.2) from :meth:`encode_images` features.
 
         Per scale, the window scores are harmonically averaged over the windows covering each patch (eq. 3); the
         scales (and the image-level score) are then combined by a harmonic mean.
         """
-        n_patches = features.grid_size[0] * features.grid_size[1]
+        n_patches = self.grid_size[0] * self.grid_size[1]
         maps = [
-            aggregate_windows(self.anomaly_probability(windows), self.window_indices(scale), n_patches, "harmonic")
-            for scale, windows in zip(self.scales, features.windows, strict=True)
+            aggregate_windows(
+                self.anomaly_probability(features[window_key(scale)]), self.window_indices(scale), n_patches, "harmonic"
+            )
+            for scale in self.scales
         ]
         if self.include_image_score_in_map:
             maps.append(image_score[:, None].expand(-1, n_patches))
         return harmonic_mean(torch.stack(maps), dim=0)
 
-    def few_shot_map(self, features: WinCLIPFeatures) -> torch.Tensor:
-        """WinCLIP+'s vision-based map ``M^W`` ``(B, N)`` (eq. 4-5).
+    def few_shot_map(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """WinCLIP+'s vision-based map ``M^W`` ``(B, N)`` (eq. 4-5) from :meth:`encode_images` features.
 
         The mean of the patch, small- and mid-window associations; window associations are spread to patches by
         harmonic averaging.
         """
         self._require_ready(
-            {"reference memory": self.is_few_shot},
-            "call setup(class_name, reference_images) with K >= 1 normal images (the Lightning model does so when "
+            {"reference memory": self.references_ready},
+            "call set_references(reference_images) with K >= 1 normal images (the Lightning model does so when "
             "k_shot > 0).",
         )
-        n_patches = features.grid_size[0] * features.grid_size[1]
-        maps = [self.memories[PATCH_MEMORY].distance(features.patches)]
-        for scale, windows in zip(self.scales, features.windows, strict=True):
-            window_scores = self.memories[f"window_{scale}"].distance(windows)
+        n_patches = self.grid_size[0] * self.grid_size[1]
+        maps = [self.memories[PATCH_MEMORY].distance(features[PATCH_MEMORY])]
+        for scale in self.scales:
+            window_scores = self.memories[window_key(scale)].distance(features[window_key(scale)])
             maps.append(aggregate_windows(window_scores, self.window_indices(scale), n_patches, "harmonic"))
         return torch.stack(maps).mean(dim=0)
 
@@ -327,18 +335,18 @@ class WinCLIPPlusModel(nn.Module):
             anomaly probabilities in ``[0, 1]``.
 
         Raises:
-            WinCLIPNotReadyError: :meth:`setup` has not been called with a class name.
+            WinCLIPNotReadyError: :meth:`set_class` has not been called.
             ValueError: wrong image shape (grayscale, other size).
         """
-        self._validate(images)
-        features = self.encode(images)
-        image_score = self.anomaly_probability(features.image)
+        self.require_ready()
+        features = self.encode_images(images)
+        image_score = self.anomaly_probability(features[IMAGE_KEY])
         anomaly_map = self.zero_shot_map(features, image_score)
-        if self.is_few_shot:
+        if self.references_ready:
             vision_map = self.few_shot_map(features)
             anomaly_map = (anomaly_map + vision_map) / 2
             image_score = (image_score + vision_map.amax(dim=-1)) / 2  # eq. 6
-        anomaly_map = scoring.upsample(anomaly_map.reshape(-1, *features.grid_size), images.shape[-2:])
+        anomaly_map = scoring.upsample(anomaly_map.reshape(-1, *self.grid_size), images.shape[-2:])
         return InferenceBatch(pred_score=image_score, anomaly_map=anomaly_map)
 
     # --------------------------------------------------------------------------------------------- helpers
@@ -348,7 +356,7 @@ class WinCLIPPlusModel(nn.Module):
 
     def window_memory(self, scale: int) -> torch.Tensor:
         """The normalised reference memory ``R^W`` of the windows of one scale ``(K * n_windows, D)``."""
-        return self.memories[f"window_{scale}"].features
+        return self.memories[window_key(scale)].features
 
     @property
     def patch_memory(self) -> torch.Tensor:
@@ -357,23 +365,58 @@ class WinCLIPPlusModel(nn.Module):
 
     @property
     def text_prototypes(self) -> torch.Tensor:
-        """``[t_normal, t_anomalous]`` ``(2, D)``; ``(0, D)`` before :meth:`setup_text`."""
+        """``[t_normal, t_anomalous]`` ``(2, D)``; ``(0, D)`` before :meth:`set_class`."""
         return self.prototypes.features
 
     @property
-    def is_ready(self) -> bool:
-        """Whether the text prototypes are set (by :meth:`setup` or a loaded state dict), so inference can run."""
-        return self.prototypes.is_ready
+    def uses_references(self) -> bool:
+        """Whether scoring uses reference memories (WinCLIP+): ``k_shot > 0``.
+
+        For a model built without ``k_shot``, whether :meth:`set_references` filled the memories.
+        """
+        if self.configured_k_shot is None:
+            return self.references_ready
+        return self.configured_k_shot > 0
 
     @property
-    def is_few_shot(self) -> bool:
+    def references_ready(self) -> bool:
         """Whether reference memories are set (WinCLIP+)."""
         return self.memories[PATCH_MEMORY].is_ready
 
     @property
+    def is_ready(self) -> bool:
+        """Whether the text prototypes (and, for WinCLIP+, the memories) are set, by set-up or a loaded state dict."""
+        return self.prototypes.is_ready and (self.references_ready or not self.uses_references)
+
+    @property
     def k_shot(self) -> int:
-        """Number of reference images in the memories (0 for zero-shot WinCLIP)."""
+        """Number of reference images: the ``k_shot`` the model was built for, else those in the memories."""
+        if self.configured_k_shot is not None:
+            return self.configured_k_shot
         return self.patch_memory.shape[0] // (self.grid_size[0] * self.grid_size[1])
+
+    def require_ready(self) -> None:
+        """Raise :class:`WinCLIPNotReadyError` when the text prototypes or (WinCLIP+) the memories are missing."""
+        self._require_ready(
+            {"text prototypes": self.prototypes.is_ready},
+            "call set_class(class_name) first (the Lightning model does so from `class_name` or the datamodule's "
+            "category).",
+        )
+        if self.uses_references:
+            self._require_ready(
+                {"reference memory": self.references_ready},
+                f"call set_references(reference_images) with {self.k_shot} normal images (the Lightning model does "
+                "so when k_shot > 0).",
+            )
+
+    def architecture(self) -> dict[str, Any]:
+        """Backbone, input size, window scales and the number of reference images (they shape the memories)."""
+        return {
+            "backbone": self.backbone,
+            "image_size": self.image_size,
+            "scales": list(self.scales),
+            "k_shot": self.k_shot,
+        }
 
     @staticmethod
     def _require_ready(parts: dict[str, bool], how: str) -> None:
@@ -382,11 +425,3 @@ class WinCLIPPlusModel(nn.Module):
             require_ready(MODEL_NAME, parts, how)
         except ModelNotReadyError as error:
             raise WinCLIPNotReadyError(str(error)) from None
-
-    def _validate(self, images: torch.Tensor) -> None:
-        self._require_ready(
-            {"text prototypes": self.prototypes.is_ready},
-            "call setup(class_name=...) first (the Lightning model does so from `class_name` or the datamodule's "
-            "category).",
-        )
-        validate_images(images, (self.image_size, self.image_size))
