@@ -68,8 +68,8 @@ INFERENCE_GOALS: dict[str, Goal] = {
     "SimCLIP": Goal("<=", 1.5),
 }
 """Inference time per image over ``encode_image`` that each model's issue set (the README of each model quotes it)."""
-SOURCE_SIZE = {False: 256, True: 64}
-"""Side of the generated training images on disk, by ``--tiny``."""
+SOURCE_SIZE, TINY_SOURCE_SIZE = 256, 64
+"""Side of the generated training images on disk, in pixels (``--tiny``: the second)."""
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -231,7 +231,7 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace, device: torch.devic
     if spec.protocol is Protocol.SET_UP:
         rows.append(set_up_row(spec.name, module.model, references[: _k_shot(module)], clip, repeats=args.repeats))
     else:
-        settings = TrainingSettings(args.images, args.epochs, SOURCE_SIZE[args.tiny], device)
+        settings = TrainingSettings(args.images, args.epochs, TINY_SOURCE_SIZE if args.tiny else SOURCE_SIZE, device)
         rows += training_rows(spec.name, spec.protocol, spec.lightning_class(**arguments), settings)
     profile: list[str] = []
     if args.openvino:

@@ -46,8 +46,8 @@ class InferenceTiming(Callback):
         if device is not None and device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def _start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        del trainer, args
+    def _start(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        del trainer, args, kwargs
         self._synchronise(pl_module)
         self._started = time.perf_counter()
 
