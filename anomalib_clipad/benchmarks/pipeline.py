@@ -50,6 +50,10 @@ The configuration format is anomalib's (``accelerator`` plus a ``benchmark`` sec
 Results are written to ``runs/benchmark/<timestamp>/results.csv`` like upstream, with a copy of the configuration
 file (same name) beside it, which ``anomalib-clipad results`` reads for the ``published`` numbers.
 
+The job, job generator and pipeline classes are in :mod:`anomalib_clipad.benchmarks.jobs` (module-level and picklable:
+with several GPUs, anomalib's parallel runner runs each job in its own process); this module holds the configuration
+helpers and stays light to import.
+
 Example:
     .. code-block:: bash
 
@@ -59,24 +63,18 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from tempfile import TemporaryDirectory
 from typing import Any, NamedTuple
 
 import pandas as pd
-import torch
 import yaml
 
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path("runs") / "benchmark"
 LOG_FILE = Path("runs") / "pipeline.log"
-_SUPPORTED_ACCELERATORS = ("cpu", "cuda", "gpu", "auto")
 
 # Test metrics by column name: (anomalib metric class name, batch fields, strict). Pixel metrics are not strict, so
 # that a datamodule without masks still gets its image metrics.
@@ -360,10 +358,6 @@ def setting_label(k_shot: Any) -> str:
     return f"{int(k_shot)}-shot"
 
 
-def _format_elapsed(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds)))
-
-
 _SUMMARY_COLUMNS = (
     "model",
     "k_shot",
@@ -402,369 +396,6 @@ def summary_table(result: pd.DataFrame) -> str:
     if "error" in table.columns:
         table["error"] = table["error"].fillna("").astype(str).str.slice(0, 60)
     return table.to_string(index=False, float_format=lambda value: f"{value:.3f}", na_rep="")
-
-
-def _load_anomalib_benchmark_classes() -> tuple[type, type, type, type]:
-    """Import anomalib's pipeline classes lazily (they import ``anomalib.engine``)."""
-    from anomalib.pipelines.benchmark.job import BenchmarkJob
-    from anomalib.pipelines.components import JobGenerator
-    from anomalib.pipelines.components.base import Pipeline
-    from anomalib.pipelines.components.runners import ParallelRunner
-
-    return BenchmarkJob, JobGenerator, Pipeline, ParallelRunner
-
-
-def _inference_timer_class() -> type:
-    """A Lightning callback that times the test batches (pre-processing and forward pass) and counts the images."""
-    from lightning.pytorch import Callback
-
-    class InferenceTimer(Callback):
-        """Wall time from each test batch's start to its end hooks (before post-processing and metrics)."""
-
-        def __init__(self) -> None:
-            self.seconds = 0.0
-            self.images = 0
-            self._start: float | None = None
-
-        @staticmethod
-        def _synchronise(pl_module: Any) -> None:
-            device = getattr(pl_module, "device", None)
-            if device is not None and device.type == "cuda":
-                torch.cuda.synchronize(device)
-
-        def on_test_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, *args: Any) -> None:
-            del trainer, batch, batch_idx, args
-            self._synchronise(pl_module)
-            self._start = time.perf_counter()
-
-        def on_test_batch_end(
-            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, *args: Any
-        ) -> None:
-            del trainer, outputs, batch_idx, args
-            if self._start is None:
-                return
-            self._synchronise(pl_module)
-            self.seconds += time.perf_counter() - self._start
-            self._start = None
-            image = getattr(batch, "image", None)
-            self.images += int(image.shape[0]) if image is not None else len(getattr(batch, "image_path", []) or [])
-
-        @property
-        def seconds_per_image(self) -> float:
-            """Mean test-batch time per image (NaN before any batch)."""
-            return self.seconds / self.images if self.images else float("nan")
-
-    return InferenceTimer
-
-
-class _TrainedModel(NamedTuple):
-    """A model fitted on a job's ``train_data``, kept for the next jobs with the same configuration."""
-
-    key: str
-    model: Any
-    fit_duration: float
-    job: str
-    error: str | None = None
-
-
-_PRINTED_METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
-
-
-def _build_classes() -> tuple[type, type, type]:
-    """Create the job, generator and pipeline subclasses (deferred so that importing this module stays light)."""
-    BenchmarkJob, JobGenerator, Pipeline, ParallelRunner = _load_anomalib_benchmark_classes()  # noqa: N806
-    from anomalib.pipelines.components.runners import SerialRunner
-    from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
-
-    inference_timer_class = _inference_timer_class()
-    trained: list[_TrainedModel] = []  # at most one: consecutive jobs share it, then it is dropped
-
-    class ClipadBenchmarkJob(BenchmarkJob):
-        """One benchmark run: build the model and datamodule, ``fit`` then ``test`` them (keyword arguments)."""
-
-        name = "benchmark"
-        run_dir: Path | None = None  # set by the pipeline: where ``save`` writes results.csv
-
-        def __init__(  # noqa: PLR0917 (anomalib's job signature plus the job's place in the run)
-            self,
-            accelerator: str,
-            config: dict[str, Any],
-            seed: int,
-            flat_cfg: dict[str, Any],
-            metrics: list[str] | None = None,
-            index: int = 1,
-            total: int = 1,
-            start_time: float | None = None,
-        ) -> None:
-            # Keep the picklable configuration, not instances: models are built inside ``run`` (one process per
-            # job with ParallelRunner; one failing configuration does not abort the others).
-            self.accelerator = accelerator
-            self.config = config
-            self.seed = seed
-            self.flat_cfg = flat_cfg
-            self.metrics = metrics
-            self.index = index
-            self.total = total
-            self.start_time = time.time() if start_time is None else start_time
-
-        @property
-        def label(self) -> str:
-            """``"WinCLIPPlus 1-shot bottle"``: model class, setting and target category, for the console."""
-            model = self.config["model"]
-            parts = [_short_class_name(model), setting_label(_init_args(model).get("k_shot"))]
-            parts.append(category_of(self.config["data"]))
-            return " ".join(part for part in parts if part)
-
-        def _train_key(self) -> str:
-            config = {"model": self.config["model"], "train_data": self.config.get(TRAIN_DATA_KEY), "seed": self.seed}
-            return json.dumps(config, sort_keys=True, default=str)
-
-        def _fit(self, model: Any, engine_factory: Callable[[], Any], datamodule: Any) -> tuple[Any, float, bool]:
-            """Fit ``model`` (on ``train_data`` when the entry has one, reusing an earlier job's fit of it).
-
-            A ZERO_SHOT / FEW_SHOT model without ``train_data`` (WinCLIPPlus) is not fitted: anomalib's
-            ``Engine.fit`` only runs its validation (shots, thresholds), which ``Engine.test`` runs again anyway.
-
-            Returns:
-                The fitted model, the fit duration and whether an earlier fit was reused.
-            """
-            from anomalib import LearningType
-            from anomalib.data import AnomalibDataModule
-
-            train_data = self.config.get(TRAIN_DATA_KEY)
-            if train_data is None and model.learning_type in {LearningType.ZERO_SHOT, LearningType.FEW_SHOT}:
-                return model, 0.0, False  # Engine.fit would only validate, and Engine.test validates again
-            if train_data is None:
-                start = time.time()
-                engine_factory().fit(model=model, datamodule=datamodule)
-                return model, time.time() - start, False
-            key = self._train_key()
-            if trained and trained[0].key == key:
-                previous = trained[0]
-                if previous.error is not None:
-                    msg = f"training on train_data failed in {previous.job}: {previous.error}"
-                    raise RuntimeError(msg)
-                print(f"  reusing the model trained on train_data in {previous.job}", flush=True)
-                return previous.model, previous.fit_duration, True
-            trained.clear()  # free the previous model before training the next one
-            start = time.time()
-            job = f"job {self.index}"
-            try:
-                train_datamodule = instantiate(train_data, AnomalibDataModule, "train_data")
-                engine_factory().fit(model=model, datamodule=train_datamodule)
-            except Exception as exc:
-                trained.append(_TrainedModel(key, None, 0.0, job, f"{type(exc).__name__}: {exc}"))
-                raise
-            fit_duration = time.time() - start
-            trained.append(_TrainedModel(key, model, fit_duration, job))
-            return model, fit_duration, False
-
-        def run(self, task_id: int | None = None) -> dict[str, Any]:
-            """Fit and test one model on one datamodule.
-
-            Args:
-                task_id: Device index when run by the parallel runner.
-
-            Returns:
-                Durations, the flattened configuration and the test metrics; for a failed job, the configuration
-                and an ``error`` entry (the traceback goes to the log).
-            """
-            from anomalib.data import AnomalibDataModule
-            from anomalib.engine import Engine
-            from anomalib.models import AnomalibModule
-            from lightning import seed_everything
-
-            devices: str | list[int] = "auto" if task_id is None else [task_id]
-            job_start = time.time()
-            print(
-                f"job {self.index} of {self.total}: {self.label} "
-                f"(elapsed {_format_elapsed(job_start - self.start_time)})",
-                flush=True,
-            )
-            identity = {
-                "dataset": _short_class_name(self.config["data"]),
-                "category": category_of(self.config["data"]),
-                "k_shot": _init_args(self.config["model"]).get("k_shot"),
-            }
-            try:
-                seed_everything(self.seed)
-                evaluator = build_evaluator(self.metrics)
-                model = instantiate(
-                    self.config["model"], AnomalibModule, "model", {"evaluator": evaluator, "visualizer": False}
-                )
-                datamodule = instantiate(self.config["data"], AnomalibDataModule, "data")
-                identity.update(dataset=type(datamodule).__name__, k_shot=getattr(model.hparams, "k_shot", None))
-                with TemporaryDirectory() as temp_dir:
-
-                    def engine_factory(callbacks: list[Any] | None = None) -> Any:
-                        return Engine(
-                            accelerator=self.accelerator,
-                            devices=devices,
-                            default_root_dir=temp_dir,
-                            callbacks=callbacks,
-                        )
-
-                    fitted, fit_duration, reused = self._fit(model, engine_factory, datamodule)
-                    if reused and fitted.evaluator is not None and "evaluator" not in _init_args(self.config["model"]):
-                        fitted.evaluator = evaluator  # fresh metrics for this target
-                    timer = inference_timer_class()
-                    test_start = time.time()
-                    test_results = engine_factory([timer]).test(model=fitted, datamodule=datamodule)
-            except Exception as exc:
-                # A failed job still gets its row (with the error), and the pipeline's exit code reports it.
-                logger.exception("Benchmark job failed: %s", self.flat_cfg)
-                error = f"{type(exc).__name__}: {exc}"
-                print(f"job {self.index} of {self.total} FAILED: {error[:300]}", flush=True)
-                return {"accelerator": self.accelerator, **identity, **self.flat_cfg, "error": error}
-            job_end = time.time()
-            metrics = test_results[0] if test_results else {}
-            output = {
-                "accelerator": self.accelerator,
-                "job_duration": job_end - job_start,
-                "fit_duration": fit_duration,
-                "test_duration": job_end - test_start,
-                "seconds_per_image": timer.seconds_per_image,
-                "n_test_images": timer.images,
-                "fit_reused": reused,
-                "model": type(model).__name__,
-                **identity,
-                **self.flat_cfg,
-                **metrics,
-            }
-            shown = "  ".join(f"{name} {metrics[name]:.3f}" for name in _PRINTED_METRICS if name in metrics)
-            print(
-                f"job {self.index} of {self.total} done in {job_end - job_start:.1f} s: {shown}  "
-                f"{timer.seconds_per_image:.3f} s per image ({timer.images} test images)",
-                flush=True,
-            )
-            logger.info("Completed with result %s", output)
-            return output
-
-        @staticmethod
-        def collect(results: list[dict[str, Any]]) -> pd.DataFrame:
-            """One row per job, columns = union of all jobs' keys (empty where a job has no such key)."""
-            return pd.DataFrame(results)
-
-        @staticmethod
-        def save(result: pd.DataFrame) -> None:
-            """Print the table and write ``runs/benchmark/<timestamp>/results.csv``."""
-            if len(result):
-                print(summary_table(result))
-            run_dir = ClipadBenchmarkJob.run_dir or RESULTS_DIR / datetime.now().strftime("%Y-%m-%d-%H_%M_%S")
-            path = run_dir / "results.csv"
-            counter = 1
-            while path.exists():  # several runners (accelerators) in one run
-                path = run_dir / f"results_{counter}.csv"
-                counter += 1
-            path.parent.mkdir(parents=True, exist_ok=True)
-            result.to_csv(path, index=False)
-            print(f"Saved benchmark results ({len(result)} rows) to {path}")
-
-    class ClipadBenchmarkJobGenerator(JobGenerator):
-        """Expand the ``grid`` entries of the ``benchmark`` section into one job per combination."""
-
-        def __init__(self, accelerator: str, metrics: list[str] | None = None) -> None:
-            self.accelerator = accelerator
-            self.metrics = metrics
-
-        @property
-        def job_class(self) -> type:
-            """The job class (:class:`ClipadBenchmarkJob`)."""
-            return ClipadBenchmarkJob
-
-        def generate_jobs(self, args: dict, previous_stage_result: Any = None) -> Iterator[Any]:
-            """Yield one job per grid combination, each knowing its place in the run.
-
-            Args:
-                args: The ``benchmark`` section (``seed``, ``model``, ``data``, any of them with ``grid``; grids
-                    inside the entries of ``model.grid`` too, see :func:`expand_model_grid`).
-                previous_stage_result: Unused.
-
-            Yields:
-                Jobs, each holding its own configuration.
-
-            Raises:
-                ValueError: If ``model`` or ``data`` is missing.
-            """
-            del previous_stage_result
-            for key in ("model", "data"):
-                if key not in args:
-                    msg = f"The benchmark section needs a '{key}' entry."
-                    raise ValueError(msg)
-            start_time = time.time()
-            reported: set[str] = set()
-            containers = list(get_iterator_from_grid_dict(expand_model_grid(args)))
-            print(f"Benchmark: {len(containers)} jobs", flush=True)
-            for index, container in enumerate(containers, start=1):
-                split = held_out_calibration(container["data"])
-                container["data"] = split.config
-                if split.message and split.message not in reported:
-                    reported.add(split.message)
-                    logger.log(split.level, split.message)
-                    print(split.message)  # the log itself goes to runs/pipeline.log only
-                model, train_data = split_model_entry(container["model"])
-                config = {"model": model, "data": container["data"]}
-                if train_data is not None:
-                    config[TRAIN_DATA_KEY] = train_data
-                yield ClipadBenchmarkJob(
-                    accelerator=self.accelerator,
-                    config=config,
-                    seed=int(container.get("seed", 42)),
-                    flat_cfg=_flatten("", container),
-                    metrics=self.metrics,
-                    index=index,
-                    total=len(containers),
-                    start_time=start_time,
-                )
-
-    class ClipadBenchmark(Pipeline):
-        """anomalib's benchmark pipeline with :class:`ClipadBenchmarkJob`; ``run`` returns whether all jobs passed."""
-
-        @staticmethod
-        def _setup_runners(args: dict) -> list:
-            accelerators = args.get("accelerator", "cpu")
-            accelerators = accelerators if isinstance(accelerators, list) else [accelerators]
-            metrics = args.get("metrics")
-            build_evaluator(metrics)  # an unknown metric name stops the run before any job
-            runners = []
-            for accelerator in accelerators:
-                if accelerator not in _SUPPORTED_ACCELERATORS:
-                    msg = f"Unsupported accelerator {accelerator!r}; expected one of {_SUPPORTED_ACCELERATORS}."
-                    raise ValueError(msg)
-                device_count = torch.cuda.device_count()
-                generator = ClipadBenchmarkJobGenerator(accelerator, metrics)
-                if accelerator == "cpu" or device_count <= 1:
-                    runners.append(SerialRunner(generator))
-                else:
-                    runners.append(ParallelRunner(generator, n_jobs=device_count))
-            return runners
-
-        def run_config(self, config: dict[str, Any], run_dir: Path | None = None) -> bool:
-            """Run every job of ``config``.
-
-            Args:
-                config: The parsed YAML configuration.
-                run_dir: Folder of ``results.csv`` (default: ``runs/benchmark/<timestamp>``).
-
-            Returns:
-                ``True`` when every job succeeded (a CSV is written either way).
-            """
-            runners = self._setup_runners(config)
-            ClipadBenchmarkJob.run_dir = run_dir
-            ok = True
-            for runner in runners:
-                try:
-                    results = runner.run(config.get("benchmark") or {}, None)
-                except Exception:
-                    logger.exception("Benchmark runner %s reported failures.", type(runner).__name__)
-                    ok = False
-                    continue
-                if "error" in results.columns and results["error"].notna().any():
-                    ok = False
-            trained.clear()
-            return ok
-
-    return ClipadBenchmarkJob, ClipadBenchmarkJobGenerator, ClipadBenchmark
 
 
 def prepare_synthetic_dataset(config: dict[str, Any]) -> Path | list[Path] | None:
@@ -829,13 +460,14 @@ def run_benchmark(config_path: str | Path) -> bool:
 
     from anomalib.utils.logging import redirect_logs
 
-    _, _, pipeline_class = _build_classes()
+    from anomalib_clipad.benchmarks.jobs import ClipadBenchmark
+
     LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
     redirect_logs(str(LOG_FILE))
     run_dir = RESULTS_DIR / datetime.now().strftime("%Y-%m-%d-%H_%M_%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / config_path.name).write_text(text, encoding="utf-8")  # for `anomalib-clipad results`
-    ok = pipeline_class().run_config(config, run_dir=run_dir)
+    ok = ClipadBenchmark().run_config(config, run_dir=run_dir)
     if not ok:
         print(f"Some benchmark jobs failed; see {LOG_FILE} for the tracebacks.")
     return ok

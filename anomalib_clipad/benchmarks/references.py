@@ -1,15 +1,20 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""Plain CLIP passes that the speed benchmarks divide by: what open_clip itself does, nothing of ours.
+"""What the speed command divides by: a plain CLIP pass, and the implementations our models replace.
 
-* :func:`plain_image_forward`: ``CLIP.encode_image`` of a batch.
-* :func:`plain_text_forward_backward`: one forward and backward pass of the text encoder over a prompt set, the way
-  prompt learning (CoOp) differentiates it: open_clip's own full-length (``context_length`` positions) causal pass,
-  with the token embeddings as the leaf that receives gradients.
+* :func:`plain_image_forward`: open_clip's ``CLIP.encode_image`` of a batch, nothing of ours: the floor of any
+  CLIP-based detector's inference.
+* :data:`COUNTERPARTS`: per model, another implementation of the same method to time against ours on the same images
+  (anomalib's ``WinClip`` for WinCLIP+).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,28 +26,57 @@ def plain_image_forward(clip: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return clip.encode_image(images)
 
 
-def plain_text_forward_backward(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """One forward + backward of open_clip's text encoder on ``tokens`` ``(N, context_length)``.
+def anomalib_winclip(backbone: str, image_size: int, class_name: str, references: torch.Tensor) -> nn.Module:
+    """The ``WinClipModel`` of anomalib on ``backbone`` at ``image_size`` px, random weights, set up few-shot.
 
-    The token embeddings are a leaf that requires gradients (as learnable context would be), so the backward pass
-    runs through every text block; the CLIP weights get no gradients (frozen, as in prompt learning). Works for
-    open_clip ``CLIP`` models (text tower inlined in the model).
+    anomalib hard-codes its backbone, weights tag and input size (the backbone's own); they are replaced while it is
+    built, so that both implementations run the same architecture on the same images.
+
+    Args:
+        backbone: open_clip architecture.
+        image_size: input side in pixels.
+        class_name: the object name of its prompts.
+        references: ``(K, 3, H, W)`` pre-processed normal images (its reference memory).
 
     Returns:
-        The gradient of the summed features with respect to the token embeddings ``(N, context_length, width)``.
-
-    Raises:
-        TypeError: the model's text tower is not inlined (``CustomTextCLIP``).
+        The model in eval mode, set up with ``K`` reference images.
     """
-    if not hasattr(clip, "token_embedding") or not hasattr(clip, "transformer"):
-        msg = "plain_text_forward_backward needs an open_clip CLIP model with its text tower inlined."
-        raise TypeError(msg)
-    with torch.enable_grad():
-        embeddings = clip.token_embedding(tokens).detach().requires_grad_(True)
-        hidden = clip.transformer(embeddings + clip.positional_embedding, attn_mask=clip.attn_mask)
-        hidden = clip.ln_final(hidden)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.argmax(dim=-1)]
-        features = pooled @ clip.text_projection
-        # gradients of the embeddings only: the CLIP weights are frozen in prompt learning
-        (gradient,) = torch.autograd.grad(features.sum(), embeddings)
-    return gradient
+    import anomalib.models.image.winclip.torch_model as winclip
+    import open_clip
+
+    def create_model_and_transforms(name: str, pretrained: str | None = None, **kwargs: Any) -> Any:
+        del pretrained  # random weights: the timings do not depend on them
+        return open_clip.create_model_and_transforms(name, pretrained=None, force_image_size=image_size, **kwargs)
+
+    saved = winclip.BACKBONE, winclip.open_clip
+    winclip.BACKBONE = backbone
+    winclip.open_clip = SimpleNamespace(create_model_and_transforms=create_model_and_transforms)
+    try:
+        model = winclip.WinClipModel(scales=(2, 3)).eval()
+    finally:
+        winclip.BACKBONE, winclip.open_clip = saved
+    with torch.no_grad():
+        model.setup(class_name, references)
+    return model
+
+
+@dataclass(frozen=True)
+class Counterpart:
+    """Another implementation of a model's method, timed against ours.
+
+    Attributes:
+        label: its name in the table (e.g. ``"anomalib WinClip"``).
+        build: ``(backbone, image_size, class_name, references) -> model``: the implementation set up on the same
+            reference images as ours, called on the same pre-processed images.
+        goal: how many times slower than ours it should be (our speed-up), if there is a goal.
+    """
+
+    label: str
+    build: Callable[[str, int, str, torch.Tensor], nn.Module]
+    goal: float | None = None
+
+
+COUNTERPARTS: dict[str, Counterpart] = {
+    "WinCLIPPlus": Counterpart("anomalib WinClip", anomalib_winclip, goal=1.8),
+}
+"""Registry name -> the implementation it is timed against (models without one are only divided by plain CLIP)."""

@@ -7,6 +7,8 @@ CLIP models at full size take seconds per image on a CPU; with anomalib's defaul
 bar then sits at "0/1" for minutes. Our configs set smaller evaluation batches (the bar moves per batch), and
 :class:`InferenceTiming`, a callback every model owns, logs the images scored and the wall time per image when the
 run ends.
+The benchmark pipeline (:mod:`anomalib_clipad.benchmarks.jobs`) times its test runs with the same callback (its
+``seconds_per_image`` column). On a GPU the clock is read after the queued work of the batch is done.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import time
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 logger = logging.getLogger(__name__)
@@ -23,8 +26,12 @@ logger = logging.getLogger(__name__)
 class InferenceTiming(Callback):
     """Log ``N images in T s: t ms per image`` at the end of testing and prediction.
 
+    A batch is timed from its ``on_*_batch_start`` to its ``on_*_batch_end`` hook, so what is inside depends on the
+    callback's place among the others: as a trainer callback (the benchmark pipeline's), it times anomalib's
+    pre-processing and the forward pass; as a model's own callback, the forward pass and the post-processing.
+
     Args:
-        model_name: the model, for the message.
+        model_name: the model (or run), for the message.
     """
 
     def __init__(self, model_name: str) -> None:
@@ -33,13 +40,21 @@ class InferenceTiming(Callback):
         self.seconds = 0.0
         self._started: float | None = None
 
-    def _start(self, *args: Any, **kwargs: Any) -> None:
-        del args, kwargs
+    @staticmethod
+    def _synchronise(pl_module: LightningModule) -> None:
+        device = getattr(pl_module, "device", None)
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def _start(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        del trainer, args, kwargs
+        self._synchronise(pl_module)
         self._started = time.perf_counter()
 
     def _end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, *args: Any) -> None:
-        del trainer, pl_module, outputs, args
+        del trainer, outputs, args
         if self._started is not None:
+            self._synchronise(pl_module)
             self.seconds += time.perf_counter() - self._started
             self.images += len(getattr(batch, "image", []))
             self._started = None

@@ -15,7 +15,8 @@ import pytest
 from anomalib.data import AnomalibDataModule
 from anomalib.data.utils import ValSplitMode
 
-from anomalib_clipad.benchmarks.pipeline import _build_classes, held_out_calibration, instantiate
+from anomalib_clipad.benchmarks.jobs import ClipadBenchmarkJobGenerator
+from anomalib_clipad.benchmarks.pipeline import held_out_calibration, instantiate
 
 MVTEC = {"class_path": "MVTecAD", "init_args": {"root": "datasets/MVTecAD", "category": "bottle", "num_workers": 0}}
 SCORED_IMAGES = ValSplitMode.SAME_AS_TEST.value
@@ -66,10 +67,9 @@ def test_other_configurations_are_left_alone(data: object) -> None:
 
 
 def test_generated_jobs_use_the_held_out_split(capsys: pytest.CaptureFixture[str]) -> None:
-    _, generator_class, _ = _build_classes()
     folder = {"class_path": "Folder", "init_args": {"name": "x", "root": str(Path("x")), "normal_dir": "good"}}
     args = {"seed": 0, "model": {"class_path": {"grid": ["Patchcore", "Padim"]}}, "data": {"grid": [MVTEC, folder]}}
-    jobs = list(generator_class("cpu").generate_jobs(args))
+    jobs = list(ClipadBenchmarkJobGenerator("cpu").generate_jobs(args))
     assert len(jobs) == 4
     for job in jobs:
         if job.config["data"]["class_path"] == "MVTecAD":

@@ -1,18 +1,20 @@
 # Copyright (C) 2026 anomalib-clipad contributors
 # SPDX-License-Identifier: Apache-2.0
 
-"""The speed benchmarks' reference passes compute what open_clip computes (so the ratios divide by real work)."""
+"""The speed command's references and timer: the plain pass is open_clip's, the rounds interleave, the table parses."""
 
 from __future__ import annotations
 
+import math
 import time
 
-import pytest
 import torch
 
-from anomalib_clipad.benchmarks.references import plain_image_forward, plain_text_forward_backward
-from anomalib_clipad.benchmarks.timing import clock_for, interleaved_times, median_times
-from anomalib_clipad.clip import TINY_BACKBONE, ClipTextTower
+from anomalib_clipad.benchmarks.references import plain_image_forward
+from anomalib_clipad.benchmarks.speed_table import Goal, SpeedRow, format_table, parse_table
+from anomalib_clipad.benchmarks.timing import clock_for, interleaved_times, timed_call
+
+CPU = torch.device("cpu")
 
 
 def test_plain_image_forward_is_encode_image(tiny_clip16: torch.nn.Module) -> None:
@@ -22,34 +24,40 @@ def test_plain_image_forward_is_encode_image(tiny_clip16: torch.nn.Module) -> No
     torch.testing.assert_close(plain_image_forward(tiny_clip16, images), expected)
 
 
-def test_plain_text_pass_has_the_gradient_of_our_truncated_text_pass(tiny_clip16: torch.nn.Module) -> None:
-    text = ClipTextTower(tiny_clip16, TINY_BACKBONE)
-    tokens = text.tokenize(["X X X X a photo of a flawless bottle.", "X X X X a damaged bottle."])
-    assert text.used_length(tokens) < tokens.shape[1]  # ours stops early, the plain pass runs all positions
-    embeddings = text.embed_tokens(tokens).detach().requires_grad_(True)
-    text(tokens, token_embeddings=embeddings).sum().backward()
-
-    plain = plain_text_forward_backward(tiny_clip16, tokens)
-    assert plain.shape == embeddings.shape
-    # float32 summation order differs between the 77-position and the truncated pass: compare relative to the scale
-    scale = embeddings.grad.abs().max()
-    assert (plain - embeddings.grad).abs().max() / scale < 1e-5  # measured 8e-7
-    assert plain.abs().sum() > 0
-    assert all(parameter.grad is None for parameter in tiny_clip16.parameters())  # frozen weights get no gradient
-
-
-def test_plain_text_pass_needs_an_inlined_text_tower() -> None:
-    with pytest.raises(TypeError, match="text tower"):
-        plain_text_forward_backward(torch.nn.Linear(2, 2), torch.zeros(1, 77, dtype=torch.long))
-
-
 def test_interleaved_times_calls_each_function_once_per_round() -> None:
     calls: list[str] = []
-    timings = interleaved_times(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, torch.device("cpu"), warmup=1
-    )
+    timings = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, CPU, warmup=1)
     assert calls == ["a", "b"] * 4
-    assert {name: len(values) for name, values in timings.items()} == {"a": 3, "b": 3}
-    assert clock_for(torch.device("cpu")) is time.process_time
-    medians = median_times({"sleep": lambda: time.sleep(0.01)}, 1, torch.device("cpu"), clock=time.perf_counter)
-    assert medians["sleep"] >= 0.009
+    assert {name: len(values) for name, values in timings.clock.items()} == {"a": 3, "b": 3}
+    assert {name: len(values) for name, values in timings.wall.items()} == {"a": 3, "b": 3}
+    assert clock_for(CPU) is time.process_time
+
+
+def test_wall_and_cpu_clocks_are_both_recorded() -> None:
+    cpu, wall = timed_call(lambda: time.sleep(0.02), CPU)
+    assert wall >= 0.019
+    assert cpu < wall  # sleeping costs no CPU time
+    timings = interleaved_times({"sleep": lambda: time.sleep(0.01)}, 2, CPU, warmup=0)
+    assert timings.median_wall("sleep") >= 0.009
+    assert timings.median("sleep") < timings.median_wall("sleep")
+
+
+def test_the_table_prints_and_parses_back() -> None:
+    rows = [
+        SpeedRow("PromptAD", "inference, 1-shot", 0.0125, "CLIP encode_image", 0.01, 1.3, Goal("<=", 2.0), "batch 2"),
+        SpeedRow("WinCLIPPlus", "anomalib WinClip, 1-shot", 7.0, "ours, 1-shot", 4.6, None, Goal(">=", 1.8)),
+        SpeedRow("X", "y", 1.0, "z", 0.0),
+    ]
+    printed = format_table(rows)
+    parsed = parse_table("some line before\n" + printed + "\nand after")
+    assert [row["model"] for row in parsed] == ["PromptAD", "WinCLIPPlus", "X"]
+    assert parsed[0]["ratio"] == "1.25x"
+    assert parsed[0]["goal"] == "≤ 2x met"
+    assert parsed[0]["time"] == "12.5 ms"
+    assert parsed[1]["ratio"] == "1.52x"
+    assert parsed[1]["goal"] == "≥ 1.8x MISSED"
+    assert parsed[1]["time"] == "7.00 s"
+    assert parsed[1]["wall ratio"] == ""
+    assert math.isnan(rows[2].ratio)  # a reference that took no time gives no ratio, not a division error
+    assert Goal(">=", 1.3).met(1.3)
+    assert not Goal("<=", 1.3).met(1.31)
