@@ -41,6 +41,7 @@ import torch
 
 from anomalib_clipad.benchmarks.speed_table import Goal, SpeedRow
 from anomalib_clipad.benchmarks.timing import interleaved_times
+from anomalib_clipad.training.thresholds import set_thresholds
 
 FLOAT32 = {"INFERENCE_PRECISION_HINT": "f32"}
 GOAL = Goal(">=", 1.3)
@@ -71,8 +72,7 @@ def calibrate_post_processor(module: Any, images: torch.Tensor) -> None:
         getattr(post, name).copy_(low)
     for name in ("image_max", "pixel_max"):
         getattr(post, name).copy_(high)
-    post._image_threshold.copy_((low + high) / 2)  # anomalib's buffers (validation sets them)
-    post._pixel_threshold.copy_((low + high) / 2)
+    set_thresholds(post, float((low + high) / 2))
 
 
 # ---------------------------------------------------------------------------------------------------------- OpenVINO

@@ -125,6 +125,11 @@ class ClipModelMixin(QuietExportMixin):
         # the hyper-parameters are the arguments of the model's own __init__ (the frame that called this one)
         self.save_hyperparameters(ignore=list(ANOMALIB_COMPONENTS), frame=inspect.currentframe().f_back)  # type: ignore[attr-defined]
         name = type(self).__name__
+        source = self.hparams.get("learned_state")
+        for path in [source] if isinstance(source, str | Path) else list(source or []):
+            if not Path(path).expanduser().is_file():
+                msg = f"The learned-state file {str(path)!r} of {name} does not exist (`learned_state`)."
+                raise FileNotFoundError(msg)
         self.recipe: Callback | None = None
         """The training recipe the model owns (``None``: nothing is trained)."""
         self.training_paths: set[str] = set()
@@ -253,6 +258,8 @@ class ClipModelMixin(QuietExportMixin):
             raise ClassMismatchError(msg)
         if current is not None:
             logger.info("%s: re-building for class %r (it was set up for %r).", type(self).__name__, requested, current)
+        else:
+            logger.info("%s: set up for class %r.", type(self).__name__, requested)
         self.set_class(requested)
         return requested
 
@@ -321,7 +328,8 @@ class ClipModelMixin(QuietExportMixin):
         self.model.require_ready()
         if stage == "test" and self.raw_scores and trainer is not None:
             calibrate_on_target(trainer, self)
-        if self.model.class_name != class_before or self.reference_paths != references_before:
+        set_up_now = self.recipe is None and self.model.class_name != class_before
+        if set_up_now or self.reference_paths != references_before:  # a set-up at scoring time: keep what it made
             self.write_learned_state(trainer)
 
     def _check_no_leakage(self, trainer: Trainer | None) -> None:
@@ -371,7 +379,8 @@ class ClipModelMixin(QuietExportMixin):
         """
         if not self._inference_state_stale:
             return False
-        self.model.update_text_features()
+        if self.model.class_name is not None or not self.needs_class_name:
+            self.model.update_text_features()  # class-aware text sides wait for a class (set_class computes them)
         self._inference_state_stale = False
         return True
 
@@ -390,12 +399,16 @@ class ClipModelMixin(QuietExportMixin):
     def learned_state(self) -> LearnedState:
         """What the model scores with besides the public CLIP weights, with its provenance.
 
-        The state is class-specific (it records the class) unless the method scores without a class name.
+        The state is class-specific (it records the class) when it belongs to one: learned for a class, set up for
+        one (nothing trained), or holding a reference memory; learned weights that serve any class record none.
         """
+        class_specific = self.needs_class_name and (
+            self.learns_per_class or self.recipe is None or bool(self.reference_paths)
+        )
         return LearnedState.from_model(
             self.model,
             type(self).__name__,
-            class_name=self.model.class_name if self.needs_class_name else None,
+            class_name=self.model.class_name if class_specific else None,
             provenance=Provenance(
                 training_paths=tuple(sorted(self.training_paths)),
                 reference_paths=tuple(self.reference_paths),
@@ -415,9 +428,11 @@ class ClipModelMixin(QuietExportMixin):
         """Write the learned state to ``<run>/weights/learned_state.pt`` (on the rank-zero process).
 
         Returns:
-            The path written, or ``None`` (no trainer, another rank, or nothing to score with yet).
+            The path written, or ``None`` (no trainer, another rank, or a set-up model not set up yet).
         """
-        if trainer is None or not trainer.is_global_zero or not self.model.is_ready:
+        if trainer is None or not trainer.is_global_zero:
+            return None
+        if self.recipe is None and not self.model.is_ready:  # a set-up model has nothing until it is set up
             return None
         return self.learned_state().save(Path(trainer.default_root_dir) / LEARNED_STATE_FILE)
 

@@ -6,7 +6,7 @@
 Three calls (each about 10-15 s): ``anomalib train`` on the labelled test split of category ``alpha``
 (:class:`~anomalib_clipad.data.auxiliary.AuxiliaryData`), then ``anomalib test`` on category ``beta`` with a held-out
 calibration split, once from the checkpoint (``--ckpt_path``) and once from the small prompts file the training run
-wrote (``--model.prompts``). The tiny 24-layer backbone is randomly initialised once and saved to a file (conftest's
+wrote (``--model.learned_state``). The tiny 24-layer backbone is randomly initialised once and saved to a file (conftest's
 ``tiny_clip24_weights``), so that training and the prompts run see the same CLIP weights (``--model.pretrained null``
 would draw new ones in each process); the checkpoint carries them itself (``--model.pretrained checkpoint``). Scores
 are meaningless; the point is that the whole pipeline runs and that both ways of testing give the same numbers.
@@ -54,7 +54,7 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
     assert prompts[0].stat().st_size < 100_000  # the learned prompts only
     checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
     assert checkpoint["epoch"] == 1  # the last of the two epochs (0-indexed): no model selection
-    training_paths = checkpoint["auxiliary_training_paths"]
+    training_paths = checkpoint["clipad_training_paths"]
     # exactly alpha's labelled test split (normal and anomalous images), nothing of beta
     alpha_images = (two_categories / TRAIN_CATEGORY / "test").rglob("*.png")
     assert sorted(map(str, training_paths)) == sorted(map(str, alpha_images))
@@ -70,7 +70,7 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
 
     # (c) the same CLIP weights and the prompts file alone: the same scores
     from_prompts = anomalib(
-        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights), "--model.prompts", str(prompts[0]),
+        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights), "--model.learned_state", str(prompts[0]),
          *target_args, "--default_root_dir", str(tmp_path / "test_prompts")],
         cwd=tmp_path,
     )  # fmt: skip

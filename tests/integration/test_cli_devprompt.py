@@ -30,8 +30,8 @@ def test_train_then_test_from_checkpoint(bottle_root: Path, tmp_path: Path) -> N
     checkpoints = sorted(results.rglob("model.ckpt"))
     assert len(checkpoints) == 1, checkpoints
     checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
-    assert len(checkpoint["few_shot_paths"]) == 1
-    assert "/train/good/" in checkpoint["few_shot_paths"][0]
+    assert len(checkpoint["clipad_reference_paths"]) == 1
+    assert "/train/good/" in checkpoint["clipad_reference_paths"][0]
     assert checkpoint["prompt_class_name"] == "bottle"
     assert checkpoint["state_dict"]["model.memories.3.features"].shape == (16, 64)  # one shot x 4x4 patches at 64 px
     assert checkpoint["hyper_parameters"]["synthesize_anomalies"] is True

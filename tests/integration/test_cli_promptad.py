@@ -35,8 +35,8 @@ def test_train_then_test_from_checkpoint(synthetic_root: Path, synthetic_categor
     checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
     assert checkpoint["epoch"] == 1  # last of the two epochs (0-indexed)
     assert checkpoint["global_step"] == 2  # one optimizer step per epoch: the one shot is one batch
-    assert len(checkpoint["few_shot_paths"]) == 1
-    assert f"{synthetic_category}/train/good" in Path(checkpoint["few_shot_paths"][0]).as_posix()
+    assert len(checkpoint["clipad_reference_paths"]) == 1
+    assert f"{synthetic_category}/train/good" in Path(checkpoint["clipad_reference_paths"][0]).as_posix()
     state = checkpoint["state_dict"]
     assert state["model.memories.3.features"].shape[0] > 0  # the vision memory of the shot
     assert state["model.text_prototypes.image.features"].shape[0] == 2  # trained [normal, anomalous] prototypes

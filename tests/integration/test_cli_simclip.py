@@ -6,7 +6,7 @@
 Three calls: ``anomalib train`` on the labelled test split of category ``alpha``
 (:class:`~anomalib_clipad.data.auxiliary.AuxiliaryData`), then ``anomalib test`` on category ``beta`` with a held-out
 calibration split, once from the checkpoint (``--ckpt_path``, the prompts re-built for ``beta`` with a log line) and
-once from the small learned-weights file the training run wrote (``--model.prompts``). The tiny 24-layer backbone is
+once from the small learned-weights file the training run wrote (``--model.learned_state``). The tiny 24-layer backbone is
 randomly initialised once and saved to a file (conftest's ``tiny_clip24_weights``), so that training and the
 learned-weights run see the same frozen CLIP (``--model.pretrained null`` would draw new weights in each process); the
 checkpoint carries them itself (``--model.pretrained checkpoint``). ``logit_scale`` 20 keeps the random-init scores
@@ -66,8 +66,8 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
     assert prompts[0].stat().st_size < checkpoints[0].stat().st_size / 4  # the learned weights only, no CLIP
     checkpoint = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
     assert checkpoint["epoch"] == 1  # the last of the two epochs (0-indexed): no model selection
-    assert checkpoint["simclip_training_classes"] == [TRAIN_CATEGORY]
-    training_paths = checkpoint["auxiliary_training_paths"]
+    assert checkpoint["clipad_training_classes"] == [TRAIN_CATEGORY]
+    training_paths = checkpoint["clipad_training_paths"]
     # exactly alpha's labelled test split (normal and anomalous images), nothing of beta
     alpha_images = (two_categories / TRAIN_CATEGORY / "test").rglob("*.png")
     assert sorted(map(str, training_paths)) == sorted(map(str, alpha_images))
@@ -87,7 +87,7 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
 
     # (c) the same CLIP weights and the learned-weights file alone: the same scores
     from_prompts = anomalib(
-        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights), "--model.prompts", str(prompts[0]),
+        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights), "--model.learned_state", str(prompts[0]),
          *target_args, "--default_root_dir", str(tmp_path / "test_prompts")],
         cwd=tmp_path,
     )  # fmt: skip

@@ -214,7 +214,7 @@ def test_leakage_guard_holds_for_a_model_scoring_from_the_prompts_file_alone(
 ) -> None:
     """The learned-state file records the training images: no checkpoint is needed for the guard to hold."""
     prompts_file = sorted(trained["root"].rglob("weights/learned_state.pt"))[0]
-    from_file = tiny_model(prompts=str(prompts_file))
+    from_file = tiny_model(learned_state=str(prompts_file))
     leaking = target(two_categories, category=TRAIN_CATEGORY, val_split_mode="from_test")
     with pytest.raises(DataLeakageError, match="Data leakage"):
         engine(tmp_path).test(from_file, datamodule=leaking)
@@ -257,7 +257,7 @@ def test_training_writes_the_learned_state_file(trained: dict[str, Any]) -> None
     torch_model = trained["model"].model
     saved = read_learned_state(files[0], torch_model, "AnomalyCLIP")
     assert saved.class_name is None  # object-agnostic prompts: any target
-    assert saved.provenance.training_paths == tuple(sorted(trained["model"].recipe.training_paths))
+    assert saved.provenance.training_paths == tuple(sorted(trained["model"].training_paths))
     for name, value in torch_model.learned_state_dict().items():
         torch.testing.assert_close(saved.state[name], value, rtol=0, atol=0)
 
@@ -309,14 +309,14 @@ def test_prompts_file_of_another_shape_or_format_is_a_clear_error(
 ) -> None:
     path = tmp_path / "prompts.pt"
     write(path, trained["model"].model)
-    model = tiny_model(prompts=str(path))
+    model = tiny_model(learned_state=str(path))
     with pytest.raises(ValueError, match=message):  # raised where the model is built: anomalib test's setup
         engine(tmp_path / "run").test(model, datamodule=target(two_categories, val_split_mode="from_test"))
 
 
 def test_missing_prompts_file_is_refused_at_construction(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        tiny_model(prompts=str(tmp_path / "missing.pt"))
+        tiny_model(learned_state=str(tmp_path / "missing.pt"))
 
 
 def test_cache_without_memory_spills_to_disk_and_says_so(

@@ -392,8 +392,8 @@ class TestDevPromptLightning:
 
         assert engine.trainer.current_epoch == 3
         assert engine.trainer.global_step == 3  # all shots in one batch: one step per epoch
-        assert len(model.few_shot_paths) == 2
-        assert all("/train/good/" in path for path in model.few_shot_paths)
+        assert len(model.reference_paths) == 2
+        assert all("/train/good/" in path for path in model.reference_paths)
         n_validation_batches = len(datamodule.val_dataloader())
         # the image encoder ran once for the shots and once for their anomalies, then only for validation
         assert model.model.image_encoder_calls == 2 + n_validation_batches

@@ -476,8 +476,8 @@ class TestTraining:
         assert sum(encoded) == 2  # the frozen encoder saw each of the 2 shots exactly once over 3 epochs
         assert engine.trainer.current_epoch == 3
         assert engine.trainer.global_step == 3  # all shots in one batch: one step per epoch
-        assert len(set(model.few_shot_paths)) == 2
-        assert all("train/good" in path for path in model.few_shot_paths)
+        assert len(set(model.reference_paths)) == 2
+        assert all("train/good" in path for path in model.reference_paths)
         assert "train_image_ce" in engine.trainer.callback_metrics
         changed = [name for name, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[name])]
         assert len(changed) == 4
@@ -493,7 +493,7 @@ class TestTraining:
         checkpoint_path = tmp_path / "promptad.ckpt"
         engine.trainer.save_checkpoint(checkpoint_path)
         checkpoint = torch.load(checkpoint_path, weights_only=False)
-        assert checkpoint["few_shot_paths"] == model.few_shot_paths
+        assert checkpoint["clipad_reference_paths"] == model.reference_paths
         reloaded = PromptAD.load_from_checkpoint(checkpoint_path).eval()
         # the CLIP was rebuilt as architecture only: every weight came from the checkpoint (strict load)
         assert reloaded.hparams.pretrained == "checkpoint"
@@ -503,7 +503,7 @@ class TestTraining:
             expected, actual = model.model.eval()(images), reloaded.model(images)
         torch.testing.assert_close(actual.pred_score, expected.pred_score)
         torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map)
-        assert reloaded.few_shot_paths == model.few_shot_paths
+        assert reloaded.reference_paths == model.reference_paths
 
         # the same seed picks the same shots; too many shots is a clear error
         fresh = MVTecAD(root=bottle_root, category="bottle", num_workers=0)
@@ -511,7 +511,7 @@ class TestTraining:
         assert len(fresh.train_data) == 5
         fake_trainer = SimpleNamespace(datamodule=fresh, max_epochs=1, check_val_every_n_epoch=1)
         again = PromptAD(k_shot=2, seed=3, backbone=TINY_BACKBONE, pretrained=None)
-        assert again.recipe.choose_shots(fake_trainer) == model.few_shot_paths
+        assert again.recipe.choose_shots(fake_trainer) == model.reference_paths
         assert len(fresh.train_data) == 5  # choosing the shots derives a subset; the dataset stays whole
         too_many = PromptAD(k_shot=50, backbone=TINY_BACKBONE, pretrained=None)
         with pytest.raises(ValueError, match="k_shot=50"):

@@ -139,8 +139,7 @@ def test_trains_on_auxiliary_data_and_tests_another_category(trained: dict) -> N
     assert trained["engine"].trainer.current_epoch == 2
     # prompts of the target's class, built with the learned IPT (logged); thresholds from the held-out split
     assert model.model.class_name == TARGET
-    assert model.checkpoint_policy.class_name == TARGET
-    assert any(f"prompts built for class {TARGET!r}" in message for message in trained["log"])
+    assert any(f"set up for class {TARGET!r}" in message for message in trained["log"])
     assert any("thresholds calibrated on" in message for message in trained["log"])
     assert model.post_processor.enable_normalization is False
     # the learned weights alone, next to the run's checkpoint
@@ -169,7 +168,7 @@ def test_only_the_trainable_parameters_change(trained: dict) -> None:
 def test_checkpoint_reload_reproduces_the_outputs(trained: dict, dataset: Path, images: torch.Tensor) -> None:
     checkpoint = torch.load(trained["checkpoint"], map_location="cpu", weights_only=False)
     assert checkpoint["prompt_class_name"] == TARGET
-    assert checkpoint["simclip_training_classes"] == [TRAIN]
+    assert checkpoint["clipad_training_classes"] == [TRAIN]
     reloaded = SimCLIP.load_from_checkpoint(trained["checkpoint"])
     assert reloaded.hparams.pretrained == "checkpoint"
     assert reloaded.model.class_name == TARGET
@@ -202,7 +201,7 @@ def test_prompts_file_reproduces_the_outputs_without_checkpoint(
     assert content["class_name"] is None  # class-agnostic: no memory, prompts of any target
     assert set(content["state"]) == set(trained["model"].model.learned_state_dict())
     assert content["provenance"]["training_classes"] == [TRAIN]
-    model = SimCLIP(pretrained=str(tiny_clip24_weights), prompts=str(trained["prompts"][0]), **OPTIONS)
+    model = SimCLIP(pretrained=str(tiny_clip24_weights), learned_state=str(trained["prompts"][0]), **OPTIONS)
     assert model.model.class_name is None  # no class yet: the target gives it
     assert model.training_classes == {TRAIN}
     results = new_engine(trained["checkpoint"].parent / "prompts").test(model, datamodule=target(dataset))
@@ -234,7 +233,7 @@ def test_reference_weight_files_are_read(trained: dict, tiny_clip24_weights: Pat
     torch.save({"clip": clip}, tmp_path / "clip.pth")
     torch.save({"trainable_linearlayer": adapters}, tmp_path / "adapters.pth")
     files = [str(tmp_path / "adapters.pth"), str(tmp_path / "clip.pth")]  # any order
-    model = SimCLIP(pretrained=str(tiny_clip24_weights), prompts=files, **OPTIONS)
+    model = SimCLIP(pretrained=str(tiny_clip24_weights), learned_state=files, **OPTIONS)
     model.model.set_class(TARGET)
     for expected, actual in zip(outputs(trained["model"], images), outputs(model, images), strict=True):
         torch.testing.assert_close(actual, expected)
@@ -246,7 +245,7 @@ def test_simclip_plus_draws_its_shot_from_the_target_train_split(
     trained: dict, dataset: Path, tiny_clip24_weights: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     model = SimCLIP(
-        pretrained=str(tiny_clip24_weights), prompts=str(trained["prompts"][0]), k_shot=1, seed=3, **OPTIONS
+        pretrained=str(tiny_clip24_weights), learned_state=str(trained["prompts"][0]), k_shot=1, seed=3, **OPTIONS
     )
     assert model.model.name == "SimCLIP+"
     engine = new_engine(trained["checkpoint"].parent / "plus")
@@ -260,18 +259,18 @@ def test_simclip_plus_draws_its_shot_from_the_target_train_split(
     again = collect_shots(datamodule.train_data, 1, 3, clip_transform(SIZE))
     assert again.paths == model.reference_paths  # seeded
     assert model.model.references_ready
-    assert model.reference_class == TARGET
-    assert "memory gallery of class 'cloth' from 1 normal train image(s)" in caplog.text
+    assert model.model.class_name == TARGET
+    assert "reference memory of class 'cloth' from 1 normal image(s)" in caplog.text
     path = trained["checkpoint"].parent / "plus.ckpt"
     engine.trainer.save_checkpoint(path)
-    assert torch.load(path, weights_only=False)["simclip_reference_paths"] == model.reference_paths
+    assert torch.load(path, weights_only=False)["clipad_reference_paths"] == model.reference_paths
     # without a train split, the memory of the class restored from the checkpoint is used; of another class: error
     reloaded = SimCLIP.load_from_checkpoint(path)
-    reloaded.prepare_target(SimpleNamespace(datamodule=None))
+    reloaded.prepare_for_scoring(SimpleNamespace(datamodule=None), "predict")
     assert reloaded.model.references_ready
     reloaded.hparams.class_name = OTHER
     with pytest.raises(ValueError, match="train split"):
-        reloaded.prepare_target(SimpleNamespace(datamodule=None))
+        reloaded.prepare_for_scoring(SimpleNamespace(datamodule=None), "predict")
 
 
 # ------------------------------------------------------------------------------------------------- bad input
@@ -283,7 +282,7 @@ def test_bad_settings_and_files_give_clear_errors(trained: dict, tiny_clip24_wei
     with pytest.raises(ValueError, match="epochs"):
         SimCLIP(epochs=0, pretrained=None, **OPTIONS)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        SimCLIP(prompts=str(tmp_path / "missing.pt"), pretrained=None, **OPTIONS)
+        SimCLIP(learned_state=str(tmp_path / "missing.pt"), pretrained=None, **OPTIONS)
 
     model = trained["model"].model
     prompts = trained["prompts"][0]
@@ -320,7 +319,7 @@ def test_bad_settings_and_files_give_clear_errors(trained: dict, tiny_clip24_wei
         read_learned_state(unsafe, model, "SimCLIP")
     with pytest.raises(ValueError, match="feature_layers"):  # a model of other layers refuses the file
         SimCLIP(
-            pretrained=str(tiny_clip24_weights), prompts=str(prompts), feature_layers=(6, 12), **OPTIONS
+            pretrained=str(tiny_clip24_weights), learned_state=str(prompts), feature_layers=(6, 12), **OPTIONS
         ).configure_model()
 
     # another architecture in a checkpoint; no class name for the prompts; training data without masks
@@ -331,7 +330,7 @@ def test_bad_settings_and_files_give_clear_errors(trained: dict, tiny_clip24_wei
     with pytest.raises(ValueError, match="quick_gelu"):  # the activation is not in a state dict: refused, not guessed
         gelu.on_load_checkpoint({"hyper_parameters": {"quick_gelu": True}})
     with pytest.raises(ValueError, match="class name"):
-        fresh.prepare_target(SimpleNamespace(datamodule=SimpleNamespace(category=None)))
+        fresh.prepare_for_scoring(SimpleNamespace(datamodule=SimpleNamespace(category=None)), "predict")
     with pytest.raises(ValueError, match="labels or masks"):
         fresh.training_step(SimpleNamespace(gt_mask=None, gt_label=torch.zeros(1), image=torch.zeros(1, 3, SIZE, SIZE)))
     fresh._trainer = None

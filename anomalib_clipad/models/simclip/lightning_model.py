@@ -43,7 +43,6 @@ checkpoint. Thresholds are calibrated on a held-out split of the target
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 from anomalib.data import Batch
@@ -163,10 +162,6 @@ class SimCLIP(ClipModelMixin, AnomalibModule):
         if image_score_map not in IMAGE_SCORE_MAPS:
             msg = f"image_score_map must be one of {IMAGE_SCORE_MAPS}, got {image_score_map!r}."
             raise ValueError(msg)
-        for path in [learned_state] if isinstance(learned_state, str) else list(learned_state or []):
-            if not Path(path).expanduser().is_file():
-                msg = f"The learned-state file {path!r} does not exist."
-                raise FileNotFoundError(msg)
         super().__init__(
             image_size=image_size,
             pre_processor=pre_processor,
