@@ -82,7 +82,6 @@ class ClipModelMixin(QuietExportMixin):
     Attributes:
         torch_model_class: the torch model it builds from its hyper-parameters.
         default_image_size: the input size of :meth:`configure_pre_processor` when none is given.
-        architecture_hparams: hyper-parameters a checkpoint must share with the model (they shape the weights).
         raw_scores: ``True`` when scores are probabilities reported raw, with thresholds calibrated on the target
             (the auxiliary-data models); ``False``: anomalib's post-processor with normalisation.
         learns_per_class: ``True`` when the learned state belongs to one class (PromptAD, DevPrompt): the class is set
@@ -96,7 +95,6 @@ class ClipModelMixin(QuietExportMixin):
 
     torch_model_class: ClassVar[type[torch.nn.Module]]
     default_image_size: ClassVar[int]
-    architecture_hparams: ClassVar[tuple[str, ...]]
     raw_scores: ClassVar[bool] = False
     learns_per_class: ClassVar[bool] = False
     needs_class_name: ClassVar[bool] = True
@@ -139,9 +137,7 @@ class ClipModelMixin(QuietExportMixin):
         self.reference_paths: list[str] = []
         """The normal images of the reference memory, in memory order."""
         self.timing = InferenceTiming(name)
-        self.checkpoint_policy = ClipCheckpointPolicy(
-            name, self.architecture_hparams, requested_quick_gelu=self.hparams.get("quick_gelu")
-        )
+        self.checkpoint_policy = ClipCheckpointPolicy(name, requested_quick_gelu=self.hparams.get("quick_gelu"))
         self._references_class: str | None = None
         self._inference_state_stale = False
 

@@ -10,7 +10,8 @@ needs only the architecture: ``pretrained="checkpoint"`` (``Model.load_from_chec
 ``on_save_checkpoint`` / ``on_load_checkpoint`` call its ``save`` / ``load``; it keeps no state of the model's)
 enforces:
 
-* **Same architecture.** Hyper-parameters that shape the weights (backbone, image size, memory layers, ...) must match;
+* **Same architecture.** Hyper-parameters that shape the weights (the torch model's ``architecture()``: backbone, image
+  size, memory layers, ...) must match;
   otherwise a clear error says which, and how to build the model to match.
 * **Same activation.** Whether the CLIP uses QuickGELU is not in a state dict, so models record it (``quick_gelu``).
   A model built with ``pretrained="checkpoint"`` and no explicit ``quick_gelu`` takes the checkpoint's (the
@@ -26,7 +27,6 @@ enforces:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -48,18 +48,15 @@ class ClipCheckpointPolicy(Callback):
 
     Args:
         model_name: the model, for messages.
-        architecture_hparams: hyper-parameters a checkpoint must share with the model.
         requested_quick_gelu: the model's ``quick_gelu`` argument as the user gave it (``None``: not given).
     """
 
     def __init__(
         self,
         model_name: str,
-        architecture_hparams: Sequence[str],
         requested_quick_gelu: bool | None,
     ) -> None:
         self.model_name = model_name
-        self.architecture_hparams = tuple(architecture_hparams)
         self.requested_quick_gelu = requested_quick_gelu
         self.weights_restored = False
 
@@ -79,7 +76,9 @@ class ClipCheckpointPolicy(Callback):
             ValueError: another architecture, or another activation that cannot be adopted.
         """
         hparams = pl_module.hparams
-        refuse_other_checkpoint_hparams(checkpoint, hparams, self.architecture_hparams, self.model_name)
+        # the settings that shape the learned tensors and memories: the torch model's architecture()
+        architecture = [name for name in pl_module.model.architecture() if name in hparams]
+        refuse_other_checkpoint_hparams(checkpoint, hparams, architecture, self.model_name)
         stored = checkpoint.get("hyper_parameters", {}).get("quick_gelu")
         current = hparams.get("quick_gelu")
         if stored is not None and current is not None and bool(stored) != bool(current):

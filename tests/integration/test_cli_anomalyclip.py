@@ -6,7 +6,8 @@
 Three calls (each about 10-15 s): ``anomalib train`` on the labelled test split of category ``alpha``
 (:class:`~anomalib_clipad.data.auxiliary.AuxiliaryData`), then ``anomalib test`` on category ``beta`` with a held-out
 calibration split, once from the checkpoint (``--ckpt_path``) and once from the small prompts file the training run
-wrote (``--model.learned_state``). The tiny 24-layer backbone is randomly initialised once and saved to a file (conftest's
+wrote (``--model.learned_state``).
+The tiny 24-layer backbone is randomly initialised once and saved to a file (conftest's
 ``tiny_clip24_weights``), so that training and the prompts run see the same CLIP weights (``--model.pretrained null``
 would draw new ones in each process); the checkpoint carries them itself (``--model.pretrained checkpoint``). Scores
 are meaningless; the point is that the whole pipeline runs and that both ways of testing give the same numbers.
@@ -70,7 +71,8 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
 
     # (c) the same CLIP weights and the prompts file alone: the same scores
     from_prompts = anomalib(
-        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights), "--model.learned_state", str(prompts[0]),
+        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights),
+         "--model.learned_state", str(prompts[0]),
          *target_args, "--default_root_dir", str(tmp_path / "test_prompts")],
         cwd=tmp_path,
     )  # fmt: skip

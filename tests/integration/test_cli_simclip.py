@@ -6,7 +6,8 @@
 Three calls: ``anomalib train`` on the labelled test split of category ``alpha``
 (:class:`~anomalib_clipad.data.auxiliary.AuxiliaryData`), then ``anomalib test`` on category ``beta`` with a held-out
 calibration split, once from the checkpoint (``--ckpt_path``, the prompts re-built for ``beta`` with a log line) and
-once from the small learned-weights file the training run wrote (``--model.learned_state``). The tiny 24-layer backbone is
+once from the small learned-weights file the training run wrote (``--model.learned_state``).
+The tiny 24-layer backbone is
 randomly initialised once and saved to a file (conftest's ``tiny_clip24_weights``), so that training and the
 learned-weights run see the same frozen CLIP (``--model.pretrained null`` would draw new weights in each process); the
 checkpoint carries them itself (``--model.pretrained checkpoint``). ``logit_scale`` 20 keeps the random-init scores
@@ -87,7 +88,8 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
 
     # (c) the same CLIP weights and the learned-weights file alone: the same scores
     from_prompts = anomalib(
-        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights), "--model.learned_state", str(prompts[0]),
+        ["test", *COMMON_MODEL_ARGS, "--model.pretrained", str(tiny_clip24_weights),
+         "--model.learned_state", str(prompts[0]),
          *target_args, "--default_root_dir", str(tmp_path / "test_prompts")],
         cwd=tmp_path,
     )  # fmt: skip

@@ -71,6 +71,18 @@ def _set_up(spec: ModelSpec, target: MVTecAD, root: Path, **overrides: object) -
     return model
 
 
+def _checkpoint(model: AnomalibModule, path: Path) -> Path:
+    """What a trainer writes: the state dict, the hyper-parameters and the model's own records."""
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
 def _outputs(model: AnomalibModule, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         batch = model.model(images)
@@ -104,8 +116,17 @@ def test_direct_anomalib_subclass_with_the_shared_surface(spec: ModelSpec) -> No
     assert AnomalibModule in cls.__bases__  # anomalib's get_model sees direct subclasses only
     assert issubclass(cls, ClipModelMixin)
     assert type(get_model(spec.name, **spec.tiny)) is cls
-    shared = ("load_from_checkpoint", "configure_pre_processor", "configure_post_processor", "validation_step",
-              "configure_callbacks", "on_save_checkpoint", "on_load_checkpoint", "trainer_arguments", "learning_type")
+    shared = (
+        "load_from_checkpoint",
+        "configure_pre_processor",
+        "configure_post_processor",
+        "validation_step",
+        "configure_callbacks",
+        "on_save_checkpoint",
+        "on_load_checkpoint",
+        "trainer_arguments",
+        "learning_type",
+    )
     restated = [name for name in shared if name in vars(cls)]
     assert not restated, f"{spec.name} re-states {restated}: the shared base provides them"
 
@@ -132,15 +153,7 @@ def test_forward_shapes_and_ranges(spec: ModelSpec, target: MVTecAD, tmp_path: P
 @pytest.mark.parametrize("spec", SPECS)
 def test_checkpoint_round_trip(spec: ModelSpec, target: MVTecAD, tmp_path: Path) -> None:
     model = _set_up(spec, target, tmp_path)
-    checkpoint = {
-        "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams),
-        "pytorch-lightning_version": lightning.__version__,
-    }
-    model.on_save_checkpoint(checkpoint)
-    path = tmp_path / "model.ckpt"
-    torch.save(checkpoint, path)
-    reloaded = spec.lightning_class.load_from_checkpoint(path)
+    reloaded = spec.lightning_class.load_from_checkpoint(_checkpoint(model, tmp_path / "model.ckpt"))
     reloaded.eval()
     assert reloaded.model.class_name == CLASS
     assert reloaded.reference_paths == model.reference_paths
@@ -164,6 +177,10 @@ def test_learned_state_round_trip(spec: ModelSpec, target: MVTecAD, tmp_path: Pa
     restored.prepare_for_scoring(_trainer(tmp_path, SimpleNamespace(category=CLASS)), "predict")
     assert restored.model.class_name == CLASS
     _assert_same_outputs(model, restored)
+    # a checkpoint of a model built from the file holds the state: it loads after the file has moved
+    checkpoint = _checkpoint(restored, tmp_path / "from_file.ckpt")
+    path.rename(tmp_path / "moved.pt")
+    _assert_same_outputs(model, spec.lightning_class.load_from_checkpoint(checkpoint).eval())
 
 
 @pytest.mark.parametrize("spec", SPECS)

@@ -90,14 +90,6 @@ class AnomalyCLIP(ClipModelMixin, AnomalibModule):
 
     torch_model_class: ClassVar[type] = AnomalyCLIPModel
     default_image_size: ClassVar[int] = 518
-    architecture_hparams: ClassVar[tuple[str, ...]] = (
-        "backbone",
-        "image_size",
-        "n_ctx",
-        "deep_prompt_length",
-        "deep_prompt_depth",
-        "feature_layers",
-    )
     raw_scores: ClassVar[bool] = True
     needs_class_name: ClassVar[bool] = False
 

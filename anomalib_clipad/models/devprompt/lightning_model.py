@@ -87,7 +87,6 @@ class DevPrompt(ClipModelMixin, AnomalibModule):
 
     torch_model_class: ClassVar[type] = DevPromptModel
     default_image_size: ClassVar[int] = IMAGE_SIZE
-    architecture_hparams: ClassVar[tuple[str, ...]] = ("backbone", "image_size", "memory_layers", "position_embedding")
     learns_per_class: ClassVar[bool] = True
     renamed_torch_arguments: ClassVar[dict[str, str]] = {"smoothing_sigma": "sigma"}
 

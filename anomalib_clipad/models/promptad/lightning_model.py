@@ -88,14 +88,6 @@ class PromptAD(ClipModelMixin, AnomalibModule):
 
     torch_model_class: ClassVar[type] = PromptADModel
     default_image_size: ClassVar[int] = 240
-    architecture_hparams: ClassVar[tuple[str, ...]] = (
-        "backbone",
-        "image_size",
-        "k_shot",
-        "memory_layers",
-        "memory_tap",
-        "position_embedding",
-    )
     learns_per_class: ClassVar[bool] = True
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)

@@ -115,13 +115,6 @@ class SimCLIP(ClipModelMixin, AnomalibModule):
 
     torch_model_class: ClassVar[type] = SimCLIPModel
     default_image_size: ClassVar[int] = 518
-    architecture_hparams: ClassVar[tuple[str, ...]] = (
-        "backbone",
-        "image_size",
-        "feature_layers",
-        "prompt_size",
-        "prompt_hidden_size",
-    )
     raw_scores: ClassVar[bool] = True
     draws_references: ClassVar[bool] = True
 

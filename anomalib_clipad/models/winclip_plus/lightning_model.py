@@ -81,7 +81,6 @@ class WinCLIPPlus(ClipModelMixin, AnomalibModule):
 
     torch_model_class: ClassVar[type] = WinCLIPPlusModel
     default_image_size: ClassVar[int] = 240
-    architecture_hparams: ClassVar[tuple[str, ...]] = ("backbone", "image_size", "scales")
     draws_references: ClassVar[bool] = True
 
     def __init__(  # noqa: PLR0917 (anomalib-style hyper-parameters)
