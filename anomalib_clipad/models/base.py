@@ -252,10 +252,12 @@ class ClipModelMixin(QuietExportMixin):
                 f"{requested}`), or test this one on {current!r}."
             )
             raise ClassMismatchError(msg)
+        learned_on = f"; learned on: {', '.join(sorted(self.training_classes))}" if self.training_classes else ""
         if current is not None:
-            logger.info("%s: re-building for class %r (it was set up for %r).", type(self).__name__, requested, current)
+            message = f"re-building for class {requested!r} (it was set up for {current!r}{learned_on})"
         else:
-            logger.info("%s: set up for class %r.", type(self).__name__, requested)
+            message = f"set up for class {requested!r}" + (f" ({learned_on[2:]})" if learned_on else "")
+        logger.info("%s: %s.", type(self).__name__, message)
         self.set_class(requested)
         return requested
 
