@@ -51,11 +51,13 @@ import torch
 from anomalib.data.dataclasses import ImageBatch, ImageItem
 from anomalib.data.datamodules.base.image import AnomalibDataModule
 from anomalib.data.datasets.base.image import AnomalibDataset
-from anomalib.data.utils import LabelName, read_image, read_mask
+from anomalib.data.utils import LabelName
 from anomalib.utils.path import resolve_dataset_root
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
+
+from anomalib_clipad.data.image_files import read_image_file, read_mask_file
 
 __all__ = [
     "SUPPORTED_DATASETS",
@@ -185,11 +187,14 @@ class AuxiliaryDataset(AnomalibDataset):
 
         Returns:
             The item.
+
+        Raises:
+            UnreadableImageError: the image or mask file is truncated, corrupt or missing (the error names it).
         """
         row = self.samples.iloc[index]
-        image = read_image(row.image_path, as_tensor=True)
+        image = read_image_file(row.image_path)
         if row.mask_path:
-            gt_mask = read_mask(row.mask_path, as_tensor=True)
+            gt_mask = read_mask_file(row.mask_path)
         else:
             gt_mask = Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
         if self.augmentations:

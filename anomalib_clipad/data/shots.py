@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from anomalib.data.utils.image import read_image
+
+from anomalib_clipad.data.image_files import read_image_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -93,7 +94,7 @@ def choose_normal_shots(dataset: torch.utils.data.Dataset, k_shot: int, seed: in
 def _read(paths: list[str], transform: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
     images = []
     for path in paths:
-        image = read_image(path, as_tensor=True)
+        image = read_image_file(path)
         images.append(transform(image) if transform is not None else image)
     return torch.stack(images)
 
@@ -118,6 +119,7 @@ def collect_shots(
 
     Raises:
         ValueError: not enough normal images in the dataset.
+        UnreadableImageError: a chosen image file is truncated or corrupt (the error names it).
     """
     chosen = choose_normal_shots(dataset, k_shot, seed)
     paths = [str(dataset.samples["image_path"].iloc[i]) for i in chosen]
@@ -135,6 +137,7 @@ def load_reference_folder(
     Raises:
         FileNotFoundError: the folder does not exist or holds no image.
         ValueError: fewer than ``k_shot`` images in the folder.
+        UnreadableImageError: a chosen image file is truncated or corrupt (the error names it).
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
