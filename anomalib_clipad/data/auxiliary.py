@@ -489,8 +489,8 @@ class AuxiliaryData(AnomalibDataModule):
         if unknown:
             msg = (
                 f"Unknown {self.dataset} categor{'y' if len(unknown) == 1 else 'ies'} {unknown}: no "
-                f"{'/'.join(self._split_names())} folder under {layout_root}. Available: {found} (the categories found there). "
-                f"Expected {self._expected_layout()}."
+                f"{'/'.join(self._split_names())} folder under {layout_root}. Available: {found} (the categories "
+                f"found there). Expected {self._expected_layout()}."
             )
             raise ValueError(msg)
         return self.requested_categories

@@ -43,7 +43,7 @@ def _read(path: str | Path, reader: Callable[..., torch.Tensor], what: str) -> t
 
 
 def read_image_file(path: str | Path) -> torch.Tensor:
-    """anomalib's ``read_image(path, as_tensor=True)`` (``(3, H, W)`` float in ``[0, 1]``), naming a broken file.
+    """Read an image like anomalib's ``read_image(path, as_tensor=True)`` (``(3, H, W)`` in ``[0, 1]``).
 
     Raises:
         UnreadableImageError: the file is missing, truncated, corrupt or not an image.
@@ -52,7 +52,7 @@ def read_image_file(path: str | Path) -> torch.Tensor:
 
 
 def read_mask_file(path: str | Path) -> torch.Tensor:
-    """anomalib's ``read_mask(path, as_tensor=True)`` (a ``Mask``), naming a broken file.
+    """Read a mask like anomalib's ``read_mask(path, as_tensor=True)`` (a ``Mask``).
 
     Raises:
         UnreadableImageError: the file is missing, truncated, corrupt or not an image.

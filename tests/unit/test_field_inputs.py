@@ -193,7 +193,7 @@ def test_reference_file_that_is_no_image_is_named(tmp_path) -> None:
     folder = tmp_path / "references"
     folder.mkdir()
     (folder / "000.png").write_text("not an image")
-    with pytest.raises(OSError, match="000.png"):
+    with pytest.raises(OSError, match=r"000\.png"):
         load_reference_folder(folder, k_shot=1, seed=0, transform=None)
 
 
