@@ -7,19 +7,19 @@ randomly initialised CLIP is the same CLIP in every run."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_command
 
 from anomalib_clipad.clip import TINY_BACKBONE, PretrainedWeightsError, load_clip
 from anomalib_clipad.clip.loading import PRETRAINED_ARGUMENT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# No HF_HUB_OFFLINE, and nothing listens on the discard port of this machine: "no network", refused at once.
+ONLINE_WITHOUT_NETWORK = {"HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}
 BACKBONE, TAG = "ViT-B-16-plus-240", "laion400m_e31"  # a hub tag that is never in this machine's cache
 
 
@@ -64,12 +64,6 @@ def test_the_demo_names_its_own_flag() -> None:
 
 def test_unreachable_hub_fails_fast_without_retry_lines(tmp_path: Path) -> None:
     """No HF_HUB_OFFLINE: the hub is asked once (here a closed local port stands for "no network"), no retries."""
-    env = {key: value for key, value in os.environ.items() if key not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}}
-    env |= {
-        "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens on the discard port: connection refused at once
-        "HF_HOME": str(tmp_path / "hf"),  # an empty cache
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]),
-    }
     script = (
         "import logging; logging.basicConfig()\n"
         "from anomalib_clipad.clip import PretrainedWeightsError, load_clip\n"
@@ -79,12 +73,10 @@ def test_unreachable_hub_fails_fast_without_retry_lines(tmp_path: Path) -> None:
         "    print('ERROR:', error)\n"
     )
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False
+    output = run_command(
+        [sys.executable, "-c", script], tmp_path, env=ONLINE_WITHOUT_NETWORK | {"HF_HOME": str(tmp_path)}
     )
     elapsed = time.perf_counter() - start
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
     errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1, output
     _assert_complete_offline_message(errors[0], PRETRAINED_ARGUMENT)

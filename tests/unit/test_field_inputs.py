@@ -204,7 +204,7 @@ def tiny_winclip():
 
     model = WinCLIPPlus(backbone=TINY_BACKBONE, pretrained=None, image_size=64, class_name="widget")
     model.configure_model()
-    model.model.setup(class_name="widget")  # ready to export: only the missing package can stop it
+    model.model.set_class("widget")  # ready to export: only the missing package can stop it
     return model
 
 

@@ -58,7 +58,7 @@ def anomalyclip_features(anomalyclip, images) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def simclip() -> SimCLIPModel:
     model = SimCLIPModel(TINY_BACKBONE_24, None, image_size=SIZE, seed=0)
-    model.set_class_name(CLASS_NAME)
+    model.set_class(CLASS_NAME)
     return model
 
 
