@@ -97,16 +97,6 @@ def test_anomalyclip_local_loss_is_zero_when_no_image_has_a_mask(anomalyclip, an
     torch.testing.assert_close(losses["loss"], losses["image_loss"])
 
 
-@pytest.mark.parametrize(("soft", "hard"), [(0.4, 0.0), (0.5, 0.0), (0.6, 1.0)])
-def test_anomalyclip_binarises_masks_at_one_half(anomalyclip, anomalyclip_features, soft: float, hard: float):
-    soft_masks, hard_masks = torch.full((3, SIZE, SIZE), soft), torch.full((3, SIZE, SIZE), hard)
-    expected = _anomalyclip_losses(anomalyclip, anomalyclip_features, LABELS, hard_masks)
-    actual = _anomalyclip_losses(anomalyclip, anomalyclip_features, LABELS, soft_masks)
-    torch.testing.assert_close(actual["local_loss"], expected["local_loss"], atol=ATOL, rtol=1e-5)
-    other = _anomalyclip_losses(anomalyclip, anomalyclip_features, LABELS, 1 - hard_masks)
-    assert float((other["local_loss"] - expected["local_loss"]).abs()) > 1e-3  # the mask matters at all
-
-
 # ------------------------------------------------------------------------------------------------ SimCLIP
 def _simclip_losses(simclip, features, labels, masks, has_mask=None) -> dict[str, torch.Tensor]:
     with torch.no_grad():
@@ -119,14 +109,26 @@ def test_simclip_segmentation_loss_is_the_loss_of_the_images_with_a_mask(simclip
     torch.testing.assert_close(partial["segmentation"], subset["segmentation"], atol=ATOL, rtol=1e-5)
 
 
+# ------------------------------------------------------------------------------------------------ both
+@pytest.mark.parametrize("model", ["AnomalyCLIP", "SimCLIP"])
 @pytest.mark.parametrize(("soft", "hard"), [(0.4, 0.0), (0.5, 0.0), (0.6, 1.0)])
-def test_simclip_binarises_masks_at_one_half(simclip, simclip_features, soft: float, hard: float):
+def test_masks_are_binarised_at_one_half(request: pytest.FixtureRequest, model: str, soft: float, hard: float):
+    """A soft mask value at or below 0.5 is background, above it defect (the references' ``gt > 0.5``)."""
+    if model == "AnomalyCLIP":
+        anomalyclip, features = request.getfixturevalue("anomalyclip"), request.getfixturevalue("anomalyclip_features")
+
+        def pixel_loss(masks: torch.Tensor) -> torch.Tensor:
+            return _anomalyclip_losses(anomalyclip, features, LABELS, masks)["local_loss"]
+    else:
+        simclip, features = request.getfixturevalue("simclip"), request.getfixturevalue("simclip_features")
+
+        def pixel_loss(masks: torch.Tensor) -> torch.Tensor:
+            return _simclip_losses(simclip, features, LABELS, masks)["segmentation"]
+
     soft_masks, hard_masks = torch.full((3, SIZE, SIZE), soft), torch.full((3, SIZE, SIZE), hard)
-    expected = _simclip_losses(simclip, simclip_features, LABELS, hard_masks)
-    actual = _simclip_losses(simclip, simclip_features, LABELS, soft_masks)
-    torch.testing.assert_close(actual["segmentation"], expected["segmentation"], atol=ATOL, rtol=1e-5)
-    other = _simclip_losses(simclip, simclip_features, LABELS, 1 - hard_masks)
-    assert float((other["segmentation"] - expected["segmentation"]).abs()) > 1e-3
+    expected = pixel_loss(hard_masks)
+    torch.testing.assert_close(pixel_loss(soft_masks), expected, atol=ATOL, rtol=1e-5)
+    assert float((pixel_loss(1 - hard_masks) - expected).abs()) > 1e-3  # the mask matters at all
 
 
 # ------------------------------------------------------------------------------------------------ feature cache
