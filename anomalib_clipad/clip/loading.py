@@ -395,7 +395,16 @@ def _summary(text: str, limit: int = 300) -> str:
     if len(text) <= limit:
         return text.rstrip(".")
     end = text.rfind(". ", 0, limit)
-    return text[:end] if end > 0 else text[: text.rfind(" ", 0, limit)] + " ..."
+    if end > 0:
+        return text[:end]
+    space = text.rfind(" ", 0, limit)
+    return text[: space if space > 0 else limit] + " ..."
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` of an error, its message summarised (:func:`_summary`); ``Type`` alone without one."""
+    detail = _summary(str(error))
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
 
 def _download_error(backbone: str, tag: str, source: str, why: str) -> PretrainedWeightsError:
@@ -435,7 +444,7 @@ def _hub_unavailable(repository: str) -> str | None:
     except HfHubHTTPError:  # the hub answered (e.g. 404 for one file name): let open_clip try
         return None
     except Exception as error:  # no connection, DNS failure, timeout, proxy error, ...
-        return f"the Hugging Face hub cannot be reached ({type(error).__name__}: {_summary(str(error))})"
+        return f"the Hugging Face hub cannot be reached ({_describe(error)})"
     return None
 
 
@@ -488,7 +497,7 @@ def _load_tag(backbone: str, tag: str, quick_gelu: bool | None, image_size: int 
                 with _quiet_random_init():
                     return open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=activation, **kwargs)
     except Exception as error:  # network, hub and cache errors of several libraries
-        raise _download_error(backbone, tag, source, f"{type(error).__name__}: {_summary(str(error))}") from error
+        raise _download_error(backbone, tag, source, _describe(error)) from error
     return _load_weight_file(backbone, Path(weight_file), activation, image_size)
 
 
