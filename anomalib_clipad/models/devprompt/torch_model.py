@@ -260,7 +260,7 @@ class DevPromptModel(nn.Module):
             image_size=image_size,
             quick_gelu=quick_gelu,
             position_embedding=position_embedding,
-            layers=(*self.memory_layers, vv_start_layer),
+            layers={"memory_layers": self.memory_layers, "vv_start_layer": vv_start_layer},
         )
         self.backbone = backbone
         self.vision, self.text = towers.vision, towers.text

@@ -261,7 +261,7 @@ class PromptADModel(nn.Module):
             image_size=image_size,
             quick_gelu=quick_gelu,
             position_embedding=position_embedding,
-            layers=memory_layers,
+            layers={"memory_layers": memory_layers},
         )
         self.backbone = backbone
         self.vision, self.text = towers.vision, towers.text
