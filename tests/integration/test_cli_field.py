@@ -7,7 +7,6 @@ message naming its own flag, and each of our log lines appears once under anomal
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from cli_runner import anomalib, anomalib_clipad, console_script, run_process
@@ -45,18 +44,16 @@ def test_offline_demo_without_hf_hub_offline_fails_fast(tmp_path: Path) -> None:
     """Without HF_HUB_OFFLINE the hub is asked once; a closed local port stands for "no network" (no retries)."""
     env = {"HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": "", "HF_HOME": str(tmp_path / "hf")}  # an empty cache
     env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens on the discard port: connection refused at once
-    start = time.perf_counter()
     result = run_process(
         [console_script("anomalib-clipad"), "demo", "--shots", "0", "--root", "data", "--results", "results"],
         tmp_path,
         expected_rc=2,
         env=env,
     )
-    elapsed = time.perf_counter() - start
     output = result.stdout + result.stderr
     _assert_one_clear_offline_error(output)
     assert "cannot be reached" in output
-    assert elapsed < 45, f"{elapsed:.0f} s (huggingface_hub's retries take about 45 s more)"
+    assert "retry" not in output.lower(), "huggingface_hub retried (each retry waits; the hub is asked once)"
 
 
 def test_each_log_line_of_ours_appears_once_under_the_anomalib_cli(
