@@ -123,11 +123,6 @@ class ClipModelMixin(QuietExportMixin):
         # the hyper-parameters are the arguments of the model's own __init__ (the frame that called this one)
         self.save_hyperparameters(ignore=list(ANOMALIB_COMPONENTS), frame=inspect.currentframe().f_back)  # type: ignore[attr-defined]
         name = type(self).__name__
-        source = self.hparams.get("learned_state")
-        for path in [source] if isinstance(source, str | Path) else list(source or []):
-            if not Path(path).expanduser().is_file():
-                msg = f"The learned-state file {str(path)!r} of {name} does not exist (`learned_state`)."
-                raise FileNotFoundError(msg)
         self.recipe: Callback | None = None
         """The training recipe the model owns (``None``: nothing is trained)."""
         self.training_paths: set[str] = set()
@@ -146,8 +141,12 @@ class ClipModelMixin(QuietExportMixin):
         """Build the torch model and its CLIP (once); with ``learned_state``, score from that file."""
         if self._modules.get("model") is not None:
             return
-        build_torch_model(self, self.torch_model_class, **self.renamed_torch_arguments)
         source = self.hparams.get("learned_state")
+        for path in [source] if isinstance(source, str | Path) else list(source or []):
+            if not Path(path).expanduser().is_file():  # checked here, not in __init__: the CLI shows this error last
+                msg = f"The learned-state file {str(path)!r} of {type(self).__name__} does not exist (`learned_state`)."
+                raise FileNotFoundError(msg)
+        build_torch_model(self, self.torch_model_class, **self.renamed_torch_arguments)
         if source is not None:
             state = read_learned_state(source, self.model, type(self).__name__)
             self.adopt_learned_state(state)
