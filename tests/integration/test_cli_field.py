@@ -71,7 +71,7 @@ def test_each_log_line_of_ours_appears_once_under_the_anomalib_cli(
     )  # fmt: skip
     for line in (
         "is RANDOMLY INITIALISED (pretrained=None)",  # anomalib_clipad.clip.loading
-        "WinCLIP+ reference images (k=1, seed=0)",  # the Lightning model
+        "WinCLIPPlus: reference memory of class 'widget' from 1 normal image(s) (seed 0)",  # the Lightning model
         "WinCLIP prompts for 'widget'",  # the torch model
         "WinCLIPPlus scored ",  # anomalib_clipad.training.progress
     ):
