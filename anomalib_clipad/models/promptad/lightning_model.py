@@ -80,6 +80,12 @@ class PromptAD(ClipModelMixin, AnomalibModule):
             hooks read them; reproduces the reference implementation's numbers).
         learned_state: a learned-state file (``weights/learned_state.pt`` of a training run) to score with, without
             training or a checkpoint; it must match the backbone, activation and class.
+        calibration: how the thresholds are set: ``"held_out"`` (F1-adaptive, on a held-out split with anomalies where
+            the datamodule has one) or ``"normal_only"`` (from good images only, at ``false_alarm_rate``: the held-out
+            normal images of the train split, else leave-one-out over the k shots; see
+            :mod:`anomalib_clipad.training.normal_calibration`). The thresholds are stored in the learned-state file.
+        false_alarm_rate: with ``calibration="normal_only"``, the share of good images (and of good pixels) flagged as
+            anomalous; it needs at least ``ceil(1 / false_alarm_rate)`` normal images (100 for 0.01).
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.
@@ -117,6 +123,8 @@ class PromptAD(ClipModelMixin, AnomalibModule):
         memory_tap: str = "block_output",
         position_embedding: str = INTERPOLATE_BICUBIC,
         learned_state: str | None = None,
+        calibration: str = "held_out",
+        false_alarm_rate: float = 0.01,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
