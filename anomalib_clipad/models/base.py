@@ -343,14 +343,41 @@ class ClipModelMixin(QuietExportMixin):
             self._check_no_leakage(trainer)
         self.model.require_ready()
         calibrated = False
-        if self.calibration_mode == NORMAL_ONLY and stage in {"test", "predict"}:
-            calibration = calibrate_on_normal_images(trainer, self)
-            calibrated, self.normal_calibration = calibration != self.normal_calibration, calibration
+        if self.calibration_mode == NORMAL_ONLY:
+            calibrated = self._calibrate_on_normal_images(trainer, stage)
         elif stage == "test" and self.raw_scores and trainer is not None:
             calibrate_on_target(trainer, self)
         set_up_now = self.recipe is None and self.model.class_name != class_before
         if set_up_now or calibrated or self.reference_paths != references_before:  # keep what was made now
             self.write_learned_state(trainer)
+
+    def _calibrate_on_normal_images(self, trainer: Trainer | None, stage: str) -> bool:
+        """Set the normal-only thresholds (:mod:`~anomalib_clipad.training.normal_calibration`); whether they changed.
+
+        At validation (where a checkpoint of a set-up or trained model is written) a failure is only a warning: the
+        thresholds are set again, or the error raised, before testing or predicting.
+        """
+        try:
+            calibration = calibrate_on_normal_images(trainer, self)
+        except ValueError as error:
+            if stage != "validate":
+                raise
+            logger.warning("%s: normal-only thresholds not set at validation: %s", type(self).__name__, error)
+            return False
+        changed = calibration != self.normal_calibration
+        self.normal_calibration = calibration
+        return changed
+
+    def on_validation_epoch_end(self) -> None:
+        """With ``calibration="normal_only"``, keep the normal-only thresholds (not the validation split's F1 ones).
+
+        anomalib's post-processor sets its thresholds and normalisation from the validation split at the end of the
+        epoch (its callback hook runs before this one); the checkpoint written after validation holds these.
+        """
+        super().on_validation_epoch_end()  # type: ignore[misc]
+        calibration = self.normal_calibration
+        if self.calibration_mode == NORMAL_ONLY and calibration is not None and self.post_processor is not None:
+            calibration.apply_to(self.post_processor)
 
     def _check_no_leakage(self, trainer: Trainer | None) -> None:
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None

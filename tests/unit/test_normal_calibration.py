@@ -5,12 +5,16 @@
 
 * the argument exists on all five models, with the same default and the same documentation;
 * the false-alarm rate measured on *other* good images is what was asked: the count lies in the 99.9 % interval of its
-  exact (beta-binomial) distribution, derived from the numbers of calibration and test images;
+  exact (beta-binomial) distribution, derived from the numbers of calibration and test images. With ~20 calibration
+  images that interval is wide (it catches a scoring path that differs between calibration and test, e.g. thresholds
+  that never reach the labels: every good image flagged); the quantile itself is checked exactly (``n - k``
+  calibration images above the threshold);
 * too few normal images: a message with the count, the need and the fix;
 * only the k shots: leave-one-out (each shot scored against a memory of the others), checked against a model built
   with the other shots; one shot and nothing else: an error;
 * thresholds never come from the scored images (the test split), and do not depend on them;
-* the thresholds (and the normalisation range) go to the learned-state file and the checkpoint, and are reused;
+* the thresholds (and the normalisation range) go to the learned-state file and the checkpoint (set at validation
+  already, over the validation split's F1 thresholds), and are reused for the same class and rate;
 * the raw-score models' labels use their raw thresholds.
 """
 
@@ -235,6 +239,25 @@ def test_stored_in_learned_state_and_checkpoint_and_reused(synthetic_dataset, tm
     # nothing stored and nothing to calibrate on: a clear error, not anomalib's defaults
     with pytest.raises(ValueError, match="no normal-only thresholds were stored"):
         _winclip(k_shot=0, class_name=CLASS).prepare_for_scoring(_trainer(None), "predict")
+
+
+def test_set_at_validation_and_kept_over_the_validation_splits_thresholds(synthetic_dataset) -> None:
+    """The checkpoint written after validation holds the normal-only thresholds; too few images there: a warning."""
+    datamodule = _target(_dataset(synthetic_dataset, n_train=20, n_test_good=30))
+    model = _winclip(k_shot=1)
+    model.prepare_for_scoring(_trainer(datamodule), "validate")
+    calibration = model.normal_calibration
+    assert calibration is not None
+    set_thresholds(model.post_processor, 0.999)  # what anomalib's F1 on the validation split would set
+    model.on_validation_epoch_end()
+    assert get_thresholds(model.post_processor)["image"] == pytest.approx(calibration.image, abs=1e-6)
+
+    few = _target(_dataset(synthetic_dataset, n_train=5))
+    model = _winclip(k_shot=1)
+    model.prepare_for_scoring(_trainer(few), "validate")  # no error at validation ...
+    assert model.normal_calibration is None
+    with pytest.raises(ValueError, match="needs at least 10 normal images"):  # ... but before testing
+        model.prepare_for_scoring(_trainer(few), "test")
 
 
 def test_raw_score_labels_use_the_raw_thresholds() -> None:
