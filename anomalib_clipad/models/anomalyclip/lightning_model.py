@@ -82,12 +82,9 @@ class AnomalyCLIP(ClipModelMixin, AnomalibModule):
         cache_max_bytes: memory budget of the training feature cache (``None``: a quarter of the free memory, at
             most 16 GiB); past it, features go to ``cache_dir`` (default: a temporary folder), then are recomputed.
         cache_dir: folder of cache entries that do not fit in memory.
-        calibration: how the thresholds are set: ``"held_out"`` (F1-adaptive, on a held-out split with anomalies where
-            the datamodule has one) or ``"normal_only"`` (from good images only, at ``false_alarm_rate``: the held-out
-            normal images of the train split, else leave-one-out over the k shots; see
-            :mod:`anomalib_clipad.training.normal_calibration`). The thresholds are stored in the learned-state file.
-        false_alarm_rate: with ``calibration="normal_only"``, the share of good images (and of good pixels) flagged as
-            anomalous; it needs at least ``ceil(1 / false_alarm_rate)`` normal images (100 for 0.01).
+        calibration: ``"held_out"`` (F1-adaptive thresholds from a held-out split with anomalies) or ``"normal_only"``
+            (from good images only: :mod:`~anomalib_clipad.training.normal_calibration`).
+        false_alarm_rate: ``normal_only``: the share of good images flagged; needs ``ceil(1 / rate)`` normal images.
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.

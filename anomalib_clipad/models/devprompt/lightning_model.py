@@ -79,12 +79,9 @@ class DevPrompt(ClipModelMixin, AnomalibModule):
             (``"interpolate_bicubic"``, ``"interpolate_bilinear"`` or ``"resize_at_load"``).
         learned_state: a learned-state file (``weights/learned_state.pt`` of a training run) to score with, without
             training or a checkpoint; it must match the backbone, activation and class.
-        calibration: how the thresholds are set: ``"held_out"`` (F1-adaptive, on a held-out split with anomalies where
-            the datamodule has one) or ``"normal_only"`` (from good images only, at ``false_alarm_rate``: the held-out
-            normal images of the train split, else leave-one-out over the k shots; see
-            :mod:`anomalib_clipad.training.normal_calibration`). The thresholds are stored in the learned-state file.
-        false_alarm_rate: with ``calibration="normal_only"``, the share of good images (and of good pixels) flagged as
-            anomalous; it needs at least ``ceil(1 / false_alarm_rate)`` normal images (100 for 0.01).
+        calibration: ``"held_out"`` (F1-adaptive thresholds from a held-out split with anomalies) or ``"normal_only"``
+            (from good images only: :mod:`~anomalib_clipad.training.normal_calibration`).
+        false_alarm_rate: ``normal_only``: the share of good images flagged; needs ``ceil(1 / rate)`` normal images.
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.

@@ -66,12 +66,9 @@ class WinCLIPPlus(ClipModelMixin, AnomalibModule):
             VisA defect list of the category; ``None`` uses the paper's generic states only.
         learned_state: a learned-state file (``weights/learned_state.pt`` of a run: text prototypes and reference
             memories) to score with; it must match the backbone and activation (another class is re-built).
-        calibration: how the thresholds are set: ``"held_out"`` (F1-adaptive, on a held-out split with anomalies where
-            the datamodule has one) or ``"normal_only"`` (from good images only, at ``false_alarm_rate``: the held-out
-            normal images of the train split, else leave-one-out over the k shots; see
-            :mod:`anomalib_clipad.training.normal_calibration`). The thresholds are stored in the learned-state file.
-        false_alarm_rate: with ``calibration="normal_only"``, the share of good images (and of good pixels) flagged as
-            anomalous; it needs at least ``ceil(1 / false_alarm_rate)`` normal images (100 for 0.01).
+        calibration: ``"held_out"`` (F1-adaptive thresholds from a held-out split with anomalies) or ``"normal_only"``
+            (from good images only: :mod:`~anomalib_clipad.training.normal_calibration`).
+        false_alarm_rate: ``normal_only``: the share of good images flagged; needs ``ceil(1 / rate)`` normal images.
         pre_processor: pre-processor, ``True`` for the default (bicubic resize to ``image_size`` + CLIP mean/std).
         post_processor: post-processor, ``True`` for the default.
         evaluator: evaluator, ``True`` for the default.
