@@ -5,7 +5,7 @@
 
 Run::
 
-    python -m anomalib_clipad.benchmarks.false_alarm                       # every model, 3 seeds, rate 0.1
+    python -m anomalib_clipad.benchmarks.false_alarm                       # every model, 5 seeds, rate 0.1
     python -m anomalib_clipad.benchmarks.false_alarm --rate 0.05 --seeds 5 --n-calibration 59 --n-test 200
     python -m anomalib_clipad.benchmarks.false_alarm --model WinCLIPPlus
 
@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", choices=MODEL_NAMES, help="a model (repeat); default: all")
-    parser.add_argument("--seeds", type=int, default=3, help="independent datasets and models per model")
+    parser.add_argument("--seeds", type=int, default=5, help="independent datasets and models per model")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="the requested false-alarm rate")
     parser.add_argument("--n-calibration", type=int, default=DEFAULT_N_CALIBRATION, help="good images calibrated on")
     parser.add_argument("--n-test", type=int, default=DEFAULT_N_TEST, help="other good images scored per seed")
