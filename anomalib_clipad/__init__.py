@@ -20,6 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from anomalib_clipad.console_log import install as _install_console_log
+
 __version__ = "0.1.0"
 
 from anomalib_clipad.registry import MODEL_NAMES
@@ -27,6 +29,8 @@ from anomalib_clipad.registry import MODEL_NAMES
 __all__ = list(MODEL_NAMES)
 
 _LAZY = {"ModelNameCollisionError": "anomalib_clipad.registration"}
+
+_install_console_log()  # each of our log lines once under anomalib's CLI (its root logger has two console handlers)
 
 
 def __getattr__(name: str) -> Any:

@@ -164,10 +164,10 @@ def run_demo(args: argparse.Namespace) -> int:
             model = WinCLIPPlus(k_shot=k_shot, seed=args.seed, **model_kwargs)
             model.configure_model()  # load the weights now: a missing download stops the demo before it runs
         except PretrainedWeightsError as error:
-            print(f"\nerror: {error}", file=sys.stderr)
+            print(f"\nerror: {error.message('--pretrained', mention_checkpoint=False)}", file=sys.stderr)
+            local_file = "" if error.advice else "pass a local weight file with --pretrained PATH, or "
             print(
-                "hint: pass a local weight file with --pretrained PATH, or run with --random-weights to check the "
-                "pipeline (meaningless scores).",
+                f"hint: {local_file or 'or '}run with --random-weights to check the pipeline (meaningless scores).",
                 file=sys.stderr,
             )
             return 2

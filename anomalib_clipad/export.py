@@ -29,7 +29,9 @@ No Python ``warnings`` are raised during the export, and OpenVINO's ``convert_mo
 :data:`QUIET_ONNX_KWARGS` (``opset_version=18``, ``verbose=False``) removes the opset conversion attempt and the
 progress prints at their source; :func:`export_summary` describes the written files in one or two lines (path,
 companion files, size, opset, inputs and outputs). :class:`QuietExportMixin` wires the three into a model's
-``to_onnx`` / ``to_openvino``. Set ``ANOMALIB_CLIPAD_EXPORT_VERBOSE=1`` to see the exporter's full output again.
+``to_onnx`` / ``to_openvino``, after :func:`require_export_packages` has checked that the packages of the ``export``
+extra are installed (else one error says ``pip install "anomalib-clipad[export]"``). Set
+``ANOMALIB_CLIPAD_EXPORT_VERBOSE=1`` to see the exporter's full output again.
 
 Example:
     >>> from anomalib.models import AnomalibModule
@@ -41,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import contextvars
+import importlib.util
 import logging
 import os
 import time
@@ -71,6 +74,13 @@ NOISY_LOGGERS: dict[str, int] = {
 #: opset 18 is the dynamo exporter's own opset (anomalib's default of 14 is unreachable and only causes the failed
 #: conversion above), ``verbose=False`` drops the ``[torch.onnx]`` progress prints.
 QUIET_ONNX_KWARGS: dict[str, Any] = {"opset_version": 18, "verbose": False}
+
+#: The packages each export needs: the ``export`` extra of anomalib-clipad (pyproject.toml) installs them all.
+EXPORT_PACKAGES: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnx", "onnxscript"),
+    "openvino": ("onnx", "onnxscript", "openvino"),
+}
+EXPORT_EXTRA_INSTALL = 'pip install "anomalib-clipad[export]"'
 
 _EXPORT_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("anomalib_clipad_export_depth", default=0)
 
@@ -113,6 +123,29 @@ def quiet_loggers(levels: dict[str, int] | None = None) -> Iterator[None]:
     finally:
         for item, level in reversed(saved):
             item.setLevel(level)
+
+
+def require_export_packages(model_name: str, export_type: str) -> None:
+    """Raise a clear error, before anything is written, when a package an export needs is not installed.
+
+    Without the check, anomalib's ``to_openvino`` ends in a bare ``ModuleNotFoundError`` and ``to_onnx`` in torch's
+    own message, neither naming the extra that installs what is missing.
+
+    Args:
+        model_name: Name shown in the message (e.g. ``"PromptAD"``).
+        export_type: ``"onnx"`` or ``"openvino"`` (see :data:`EXPORT_PACKAGES`).
+
+    Raises:
+        ModuleNotFoundError: naming the missing packages (``name``: the first of them) and the install command.
+    """
+    missing = [package for package in EXPORT_PACKAGES[export_type] if importlib.util.find_spec(package) is None]
+    if missing:
+        target = "OpenVINO IR" if export_type == "openvino" else "ONNX"
+        msg = (
+            f"Exporting {model_name} to {target} needs the package(s) {', '.join(map(repr, missing))}, which are not "
+            f"installed. Install anomalib-clipad's export extra: {EXPORT_EXTRA_INSTALL}"
+        )
+        raise ModuleNotFoundError(msg, name=missing[0])
 
 
 @dataclass
@@ -262,7 +295,11 @@ class QuietExportMixin:
 
         Returns:
             Path of the ``.onnx`` file.
+
+        Raises:
+            ModuleNotFoundError: ``onnx`` or ``onnxscript`` is not installed (the message names the extra).
         """
+        require_export_packages(type(self).__name__, "onnx")
         with quiet_export(type(self).__name__, "onnx") as record:
             record.requested_opset = kwargs.get("opset_version")
             if not export_verbose():
@@ -280,7 +317,12 @@ class QuietExportMixin:
 
         Returns:
             Path of the ``.xml`` file.
+
+        Raises:
+            ModuleNotFoundError: ``openvino``, ``onnx`` or ``onnxscript`` is not installed (the message names the
+                extra).
         """
+        require_export_packages(type(self).__name__, "openvino")
         with quiet_export(type(self).__name__, "openvino") as record:
             record.path = super().to_openvino(export_root, *args, **kwargs)  # type: ignore[misc]
         return record.path

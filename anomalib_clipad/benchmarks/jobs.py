@@ -39,9 +39,11 @@ from anomalib.pipelines.components.base import Pipeline
 from anomalib.pipelines.components.runners import ParallelRunner, SerialRunner
 from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
 
+from anomalib_clipad.benchmarks.memory import PeakMemory
 from anomalib_clipad.benchmarks.pipeline import (
     RESULTS_DIR,
     TRAIN_DATA_KEY,
+    TRAINER_KEY,
     _flatten,
     _init_args,
     _short_class_name,
@@ -142,8 +144,8 @@ class ClipadBenchmarkJob(BenchmarkJob):
 
     Args:
         accelerator: Lightning accelerator (``cpu``, ``cuda``, ``gpu``, ``auto``).
-        config: ``{"model": ..., "data": ...}`` and, for a model entry that has one, ``"train_data"``
-            (class path strings or ``{"class_path": ..., "init_args": ...}``).
+        config: ``{"model": ..., "data": ...}`` and, for a model entry that has them, ``"train_data"`` (class path
+            strings or ``{"class_path": ..., "init_args": ...}``) and ``"trainer"`` (``Engine`` keyword arguments).
         seed: seed of the job.
         flat_cfg: the job's grid combination, flattened (the CSV's configuration columns).
         metrics: test metric names (default: :data:`~anomalib_clipad.benchmarks.pipeline.DEFAULT_METRICS`).
@@ -189,7 +191,12 @@ class ClipadBenchmarkJob(BenchmarkJob):
         return " ".join(part for part in parts if part)
 
     def _train_key(self) -> str:
-        config = {"model": self.config["model"], "train_data": self.config.get(TRAIN_DATA_KEY), "seed": self.seed}
+        config = {
+            "model": self.config["model"],
+            "train_data": self.config.get(TRAIN_DATA_KEY),
+            "trainer": self.config.get(TRAINER_KEY),
+            "seed": self.seed,
+        }
         return json.dumps(config, sort_keys=True, default=str)
 
     def _devices(self, task_id: int | None) -> str | list[int]:
@@ -255,6 +262,7 @@ class ClipadBenchmarkJob(BenchmarkJob):
         from lightning import seed_everything
 
         devices = self._devices(task_id)
+        trainer_args = self.config.get(TRAINER_KEY) or {}
         job_start = time.time()
         print(
             f"job {self.index} of {self.total}: {self.label} (elapsed {_format_elapsed(job_start - self.start_time)})",
@@ -265,20 +273,20 @@ class ClipadBenchmarkJob(BenchmarkJob):
             "category": category_of(self.config["data"]),
             "k_shot": _init_args(self.config["model"]).get("k_shot"),
         }
+        memory = PeakMemory(self.accelerator, None if isinstance(devices, str) else devices[0])
         try:
-            seed_everything(self.seed)
-            evaluator = build_evaluator(self.metrics)
-            model = instantiate(
-                self.config["model"], AnomalibModule, "model", {"evaluator": evaluator, "visualizer": False}
-            )
-            datamodule = instantiate(self.config["data"], AnomalibDataModule, "data")
-            identity.update(dataset=type(datamodule).__name__, k_shot=getattr(model.hparams, "k_shot", None))
-            with TemporaryDirectory() as temp_dir:
+            with memory, TemporaryDirectory() as temp_dir:
+                seed_everything(self.seed)
+                evaluator = build_evaluator(self.metrics)
+                model = instantiate(
+                    self.config["model"], AnomalibModule, "model", {"evaluator": evaluator, "visualizer": False}
+                )
+                datamodule = instantiate(self.config["data"], AnomalibDataModule, "data")
+                identity.update(dataset=type(datamodule).__name__, k_shot=getattr(model.hparams, "k_shot", None))
 
                 def engine_factory(callbacks: list[Any] | None = None) -> Any:
-                    return Engine(
-                        accelerator=self.accelerator, devices=devices, default_root_dir=temp_dir, callbacks=callbacks
-                    )
+                    engine_args = {"accelerator": self.accelerator, "devices": devices, **trainer_args}
+                    return Engine(**engine_args, default_root_dir=temp_dir, callbacks=callbacks)
 
                 fitted, fit_duration, reused = self._fit(model, engine_factory, datamodule)
                 if reused and fitted.evaluator is not None and "evaluator" not in _init_args(self.config["model"]):
@@ -286,6 +294,7 @@ class ClipadBenchmarkJob(BenchmarkJob):
                 timer = JobTiming(f"job {self.index} ({self.label})")
                 test_start = time.time()
                 test_results = engine_factory([timer]).test(model=fitted, datamodule=datamodule)
+                test_end = time.time()
         except Exception as exc:
             # A failed job still gets its row (with the error), and the pipeline's exit code reports it.
             logger.exception("Benchmark job failed: %s", self.flat_cfg)
@@ -295,13 +304,18 @@ class ClipadBenchmarkJob(BenchmarkJob):
         job_end = time.time()
         metrics = test_results[0] if test_results else {}
         seconds_per_image = timer.seconds_per_image or math.nan
+        test_duration = test_end - test_start
+        images_per_second = timer.images / test_duration if timer.images and test_duration > 0 else math.nan
         output = {
             "accelerator": self.accelerator,
             "job_duration": job_end - job_start,
             "fit_duration": fit_duration,
-            "test_duration": job_end - test_start,
+            "test_duration": test_duration,
             "seconds_per_image": seconds_per_image,
             "n_test_images": timer.images,
+            "images_per_second": images_per_second,
+            "peak_memory_MiB": memory.peak_mib,
+            "peak_memory_source": memory.source,
             "fit_reused": reused,
             "model": type(model).__name__,
             **identity,
@@ -311,7 +325,8 @@ class ClipadBenchmarkJob(BenchmarkJob):
         shown = "  ".join(f"{name} {metrics[name]:.3f}" for name in _PRINTED_METRICS if name in metrics)
         print(
             f"job {self.index} of {self.total} done in {job_end - job_start:.1f} s: {shown}  "
-            f"{seconds_per_image:.3f} s per image ({timer.images} test images)",
+            f"{seconds_per_image:.3f} s per image ({timer.images} test images), {images_per_second:.1f} images/s, "
+            f"peak memory {memory.peak_mib:.0f} MiB ({memory.source})",
             flush=True,
         )
         logger.info("Completed with result %s", output)
@@ -406,10 +421,12 @@ class ClipadBenchmarkJobGenerator(JobGenerator):
                 reported.add(split.message)
                 logger.log(split.level, split.message)
                 print(split.message)  # the log itself goes to runs/pipeline.log only
-            model, train_data = split_model_entry(container["model"])
-            config = {"model": model, "data": container["data"]}
-            if train_data is not None:
-                config[TRAIN_DATA_KEY] = train_data
+            entry = split_model_entry(container["model"])
+            config = {"model": entry.model, "data": container["data"]}
+            if entry.train_data is not None:
+                config[TRAIN_DATA_KEY] = entry.train_data
+            if entry.trainer:
+                config[TRAINER_KEY] = entry.trainer
             yield ClipadBenchmarkJob(
                 accelerator=self.accelerator,
                 config=config,

@@ -27,11 +27,16 @@ datamodule's ``val_split_ratio``; the scored images are the rest) and says so. A
 Metrics: every job is tested with the same :class:`anomalib.metrics.Evaluator`, passed to the model as
 ``evaluator=`` (unless its ``init_args`` set one): by default image AUROC, AP (average precision), F1 (anomalib's,
 at the calibrated threshold) and F1-max, pixel AUROC, AUPRO (anomalib's ``AUPRO``, FPR limit 0.3) and F1 (see
-:data:`DEFAULT_METRICS`, :data:`METRICS`). Each row also has ``seconds_per_image`` (wall time of the test batches,
-pre-processing and forward pass, divided by the number of test images), ``n_test_images``, ``dataset``,
-``category`` and ``k_shot``. Models are built with ``visualizer=False`` unless their ``init_args`` set one (the
-run's folder is temporary). Each job prints ``job i of N: <model> <setting> <category> (elapsed ...)`` when it starts
-and its main metrics and time per image when it ends.
+:data:`DEFAULT_METRICS`, :data:`METRICS`), on the same field shapes whatever the model's output shapes
+(:mod:`anomalib_clipad.benchmarks.metrics`), so any anomalib model is scored beside ours. Each row also has
+``seconds_per_image`` (wall time of the test batches, pre-processing and forward pass, divided by the number of test
+images), ``n_test_images``, ``images_per_second`` (test images / wall time of the whole ``Engine.test`` call,
+calibration on the validation split included), ``peak_memory_MiB`` and ``peak_memory_source`` (what the job, from
+building the model to the end of its test, added to the memory in use: CUDA memory allocated on a GPU, the process's
+peak RSS increase on a CPU; :mod:`anomalib_clipad.benchmarks.memory`), ``dataset``, ``category`` and ``k_shot``.
+Models are built with ``visualizer=False`` unless their ``init_args`` set one (the run's folder is temporary). Each
+job prints ``job i of N: <model> <setting> <category> (elapsed ...)`` when it starts and its main metrics, time per
+image, throughput and peak memory when it ends.
 
 The configuration format is anomalib's (``accelerator`` plus a ``benchmark`` section whose values may be
 ``{grid: [...]}``), with these optional additions:
@@ -44,7 +49,15 @@ The configuration format is anomalib's (``accelerator`` plus a ``benchmark`` sec
   ``init_args: {k_shot: {grid: [0, 1, 2, 4]}}``) expand into one entry per value, and ``train_data`` (a datamodule
   configuration, e.g. ``anomalib_clipad.data.AuxiliaryData`` of another dataset): the model is fitted on it and
   tested on ``benchmark.data`` (cross-dataset protocol of AnomalyCLIP and SimCLIP). Consecutive jobs with the same
-  model, ``train_data`` and seed train **once**: the fitted model is reused for every target (``fit_reused``).
+  model, ``train_data``, ``trainer`` and seed train **once**: the fitted model is reused for every target
+  (``fit_reused``).
+* In an entry of ``benchmark.model.grid``: ``trainer``, keyword arguments of the jobs' ``Engine`` (Lightning
+  ``Trainer``), e.g. ``{max_epochs: 1}`` for an anomalib model whose ``trainer_arguments`` leave the number of
+  epochs to Lightning's default (Fastflow, ReverseDistillation).
+* An entry ``{anomalib_clipad_models: tiny, auxiliary_train_data: <datamodule>}`` of ``benchmark.model.grid``
+  stands for every model of :data:`anomalib_clipad.registry.MODELS` with its ``tiny`` and ``few_shot`` settings
+  (WinCLIPPlus zero- and few-shot), the auxiliary-data models fitted on ``auxiliary_train_data``
+  (:func:`registry_model_entries`): a new registry row enters such a grid with no change to the configuration.
 * ``published``: the papers' numbers, read by :mod:`anomalib_clipad.benchmarks.results_page` only.
 
 Results are written to ``runs/benchmark/<timestamp>/results.csv`` like upstream, with a copy of the configuration
@@ -91,7 +104,9 @@ METRICS: dict[str, tuple[str, tuple[str, str], bool]] = {
 }
 """The metrics a benchmark can compute, by result column. ``AP`` is torchmetrics' ``BinaryAveragePrecision`` (the
 papers' "AP", scikit-learn's ``average_precision_score``); ``AUPR`` is anomalib's trapezoidal area under the
-precision-recall curve; ``F1Score`` uses the threshold calibrated on the validation split, ``F1Max`` the best one."""
+precision-recall curve; ``F1Score`` uses the threshold calibrated on the validation split, ``F1Max`` the best one.
+The classes are those of :mod:`anomalib_clipad.benchmarks.metrics` (anomalib's, fed the same shapes whatever the
+model's output shapes)."""
 
 DEFAULT_METRICS = (
     "image_AUROC",
@@ -103,19 +118,6 @@ DEFAULT_METRICS = (
     "pixel_F1Score",
 )
 """The test metrics of a benchmark whose configuration has no ``metrics`` entry."""
-
-
-def _average_precision_class() -> type:
-    """``AP``: torchmetrics' binary average precision as an anomalib metric (built on first use, importable)."""
-    cls = globals().get("AP")
-    if cls is None:
-        from anomalib.metrics import AnomalibMetric
-        from torchmetrics.classification import BinaryAveragePrecision
-
-        cls = type("AP", (AnomalibMetric, BinaryAveragePrecision), {"__module__": __name__, "__qualname__": "AP"})
-        cls.__doc__ = "Average precision (area under the step precision-recall curve) on batch fields."
-        globals()["AP"] = cls  # picklable by reference, like a module-level class
-    return cls
 
 
 def build_evaluator(names: list[str] | tuple[str, ...] | None = None) -> Any:
@@ -130,8 +132,9 @@ def build_evaluator(names: list[str] | tuple[str, ...] | None = None) -> Any:
     Raises:
         ValueError: If a name is not a key of :data:`METRICS`.
     """
-    import anomalib.metrics
     from anomalib.metrics import Evaluator
+
+    from anomalib_clipad.benchmarks.metrics import METRIC_CLASSES
 
     names = list(DEFAULT_METRICS if names is None else names)
     unknown = [name for name in names if name not in METRICS]
@@ -141,9 +144,8 @@ def build_evaluator(names: list[str] | tuple[str, ...] | None = None) -> Any:
     metrics = []
     for name in names:
         class_name, fields, strict = METRICS[name]
-        cls = _average_precision_class() if class_name == "AP" else getattr(anomalib.metrics, class_name)
         prefix = name.removesuffix(class_name)
-        metrics.append(cls(fields=list(fields), prefix=prefix, strict=strict))
+        metrics.append(METRIC_CLASSES[class_name](fields=list(fields), prefix=prefix, strict=strict))
     return Evaluator(test_metrics=metrics)
 
 
@@ -286,6 +288,80 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 TRAIN_DATA_KEY = "train_data"
 """Key of a model entry holding the datamodule the model is fitted on (the job's ``data`` is then the target)."""
+TRAINER_KEY = "trainer"
+"""Key of a model entry holding keyword arguments of its jobs' ``Engine`` (Lightning ``Trainer``), e.g.
+``{max_epochs: 1}`` for a model whose ``trainer_arguments`` do not set the number of epochs."""
+REGISTRY_MODELS_KEY = "anomalib_clipad_models"
+"""Key of a model entry standing for every model of :data:`anomalib_clipad.registry.MODELS` (see
+:func:`registry_model_entries`)."""
+AUXILIARY_TRAIN_DATA_KEY = "auxiliary_train_data"
+"""Key, beside :data:`REGISTRY_MODELS_KEY`, of the ``train_data`` of the registry's auxiliary-data models."""
+REGISTRY_SIZES = ("tiny",)
+"""The values of :data:`REGISTRY_MODELS_KEY`: ``tiny`` builds each model with :attr:`ModelSpec.tiny
+<anomalib_clipad.registry.ModelSpec.tiny>` (a tiny randomly initialised CLIP, for CI)."""
+
+
+class ModelEntry(NamedTuple):
+    """A model entry of ``benchmark.model.grid`` split by :func:`split_model_entry`.
+
+    Attributes:
+        model: The model configuration (``class_path`` and ``init_args``), without the keys below.
+        train_data: The datamodule the model is fitted on (``None``: the job's own datamodule).
+        trainer: ``Engine`` keyword arguments of the job (``{}``: anomalib's defaults and the model's own).
+    """
+
+    model: Any
+    train_data: Any
+    trainer: dict[str, Any]
+
+
+def registry_model_entries(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model entries an ``{anomalib_clipad_models: tiny}`` entry stands for: every registry row, in its order.
+
+    Each row of :data:`anomalib_clipad.registry.MODELS` gives ``class_path: anomalib_clipad.<Name>`` with
+    ``init_args`` = ``spec.tiny`` and ``spec.few_shot`` (its normal reference shots); a model that learns nothing
+    (``Protocol.SET_UP``, WinCLIPPlus) with reference shots gives two entries, zero-shot (``spec.tiny`` alone) first.
+    A model learned on auxiliary data (``Protocol.AUXILIARY_DATA``, AnomalyCLIP, SimCLIP) gets the entry's
+    ``auxiliary_train_data`` as its ``train_data`` (trained once, tested on every ``benchmark.data`` entry). A new
+    registry row thus enters every grid that has such an entry with no change to its configuration.
+
+    Args:
+        entry: ``{anomalib_clipad_models: tiny, auxiliary_train_data: <datamodule configuration>}``; the latter is
+            needed when the registry has an auxiliary-data model.
+
+    Returns:
+        The model entries (plain configurations, like hand-written ones).
+
+    Raises:
+        ValueError: An unknown size, an unknown key, or no ``auxiliary_train_data`` for an auxiliary-data model.
+    """
+    from anomalib_clipad.registry import MODELS, Protocol
+
+    size = entry.get(REGISTRY_MODELS_KEY)
+    if size not in REGISTRY_SIZES:
+        msg = f"{REGISTRY_MODELS_KEY}: {size!r} is not one of {list(REGISTRY_SIZES)}."
+        raise ValueError(msg)
+    unknown = set(entry) - {REGISTRY_MODELS_KEY, AUXILIARY_TRAIN_DATA_KEY}
+    if unknown:
+        msg = f"A {REGISTRY_MODELS_KEY} entry takes only {AUXILIARY_TRAIN_DATA_KEY!r} beside it, got {sorted(unknown)}."
+        raise ValueError(msg)
+    entries: list[dict[str, Any]] = []
+    for spec in MODELS:
+        settings = [{**spec.tiny, **spec.few_shot}]
+        if spec.protocol is Protocol.SET_UP and spec.few_shot:
+            settings.insert(0, dict(spec.tiny))
+        for init_args in settings:
+            model: dict[str, Any] = {"class_path": f"anomalib_clipad.{spec.name}", "init_args": init_args}
+            if spec.protocol is Protocol.AUXILIARY_DATA:
+                if entry.get(AUXILIARY_TRAIN_DATA_KEY) is None:
+                    msg = (
+                        f"{spec.name} learns on auxiliary data: give its datamodule as {AUXILIARY_TRAIN_DATA_KEY} "
+                        f"beside {REGISTRY_MODELS_KEY} (e.g. anomalib_clipad.data.AuxiliaryData of another dataset)."
+                    )
+                    raise ValueError(msg)
+                model[TRAIN_DATA_KEY] = entry[AUXILIARY_TRAIN_DATA_KEY]
+            entries.append(model)
+    return entries
 
 
 def _has_grid(value: Any) -> bool:
@@ -295,7 +371,9 @@ def _has_grid(value: Any) -> bool:
 
 
 def _expand_entry(entry: Any) -> list[Any]:
-    """One model entry per combination of the ``{grid: [...]}`` values inside it (the entry itself if none)."""
+    """One model entry per registry model and per combination of the ``{grid: [...]}`` values inside it."""
+    if isinstance(entry, dict) and REGISTRY_MODELS_KEY in entry:
+        return [expanded for model in registry_model_entries(entry) for expanded in _expand_entry(model)]
     if not _has_grid(entry):
         return [entry]
     from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
@@ -304,11 +382,12 @@ def _expand_entry(entry: Any) -> list[Any]:
 
 
 def expand_model_grid(args: dict[str, Any]) -> dict[str, Any]:
-    """The ``benchmark`` section with the grids inside the entries of ``model.grid`` expanded.
+    """The ``benchmark`` section with the entries of ``model.grid`` expanded.
 
     anomalib expands ``{grid: [...]}`` values of the section itself, but an entry of a ``model: {grid: [...]}`` list
     is taken whole. Here ``{class_path: PromptAD, init_args: {k_shot: {grid: [1, 2, 4]}}}`` in that list becomes
-    three entries, in place (so jobs stay ordered by model, then grid value, then data).
+    three entries, and ``{anomalib_clipad_models: tiny}`` one entry per model of the registry
+    (:func:`registry_model_entries`), in place (so jobs stay ordered by model, then grid value, then data).
 
     Args:
         args: The ``benchmark`` section.
@@ -323,12 +402,16 @@ def expand_model_grid(args: dict[str, Any]) -> dict[str, Any]:
     return {**args, "model": {**model, "grid": entries}}
 
 
-def split_model_entry(entry: Any) -> tuple[Any, Any]:
-    """``(model configuration, train_data or None)`` of a model entry (``train_data`` removed from the former)."""
-    if isinstance(entry, dict) and TRAIN_DATA_KEY in entry:
-        model = {key: value for key, value in entry.items() if key != TRAIN_DATA_KEY}
-        return model, entry[TRAIN_DATA_KEY]
-    return entry, None
+def split_model_entry(entry: Any) -> ModelEntry:
+    """The model configuration of a model entry, its ``train_data`` and its ``trainer`` arguments, apart."""
+    if not isinstance(entry, dict):
+        return ModelEntry(entry, None, {})
+    model = {key: value for key, value in entry.items() if key not in {TRAIN_DATA_KEY, TRAINER_KEY}}
+    trainer = entry.get(TRAINER_KEY) or {}
+    if not isinstance(trainer, dict):
+        msg = f"A model entry's {TRAINER_KEY} must be a mapping of Engine arguments, got {trainer!r}."
+        raise ValueError(msg)
+    return ModelEntry(model, entry.get(TRAIN_DATA_KEY), dict(trainer))
 
 
 def _init_args(config: Any) -> dict[str, Any]:
@@ -368,6 +451,8 @@ _SUMMARY_COLUMNS = (
     "image_AP",
     "image_F1Score",
     "seconds_per_image",
+    "images_per_second",
+    "peak_memory_MiB",
     "fit_duration",
     "test_duration",
     "error",

@@ -11,8 +11,12 @@ Output: ``<out>/<name>.md`` and ``<out>/<name>.png`` (``name``: the configuratio
   table per setting with one row per category. A cell is ours, or ``ours (paper P, Δ D)`` where the configuration
   publishes a number for that model, dataset, setting (and category), with ``D = ours - P`` in points.
 * Metrics are in % (the CSV's values x 100, rounded to ``decimals``), time per image in ms (``seconds_per_image`` x
-  1000). A category run several times (e.g. seeds) shows the mean of its runs; the mean over categories is the mean
-  of the categories' values, over the categories whose job succeeded (the ``categories`` column counts them).
+  1000), throughput in images per second (``images_per_second``: test images / wall time of ``Engine.test``) and
+  the job's peak memory in MiB (``peak_memory_MiB``; its header says how it was measured, the CSV's
+  ``peak_memory_source``: CUDA memory allocated on a GPU, the increase of the process's peak RSS on a CPU, see
+  :mod:`anomalib_clipad.benchmarks.memory`). A category run several times (e.g. seeds) shows the mean of its runs;
+  the mean over categories is the mean of the categories' values, over the categories whose job succeeded (the
+  ``categories`` column counts them).
 * Failed jobs are listed with their error; they are left out of every mean.
 * The heat map shows our mean of each metric per dataset, model and setting (annotated with Δ where published).
 
@@ -59,6 +63,7 @@ __all__ = [
     "find_config",
     "load_published",
     "load_results",
+    "memory_header",
     "plot_heat_map",
     "write_results_page",
 ]
@@ -78,7 +83,19 @@ METRIC_ORDER = (
 
 TIME_COLUMN = "seconds_per_image"
 TIME_HEADER = "ms / image"
+THROUGHPUT_COLUMN = "images_per_second"
+THROUGHPUT_HEADER = "images / s"
+MEMORY_COLUMN = "peak_memory_MiB"
+MEMORY_SOURCE_COLUMN = "peak_memory_source"
+MEMORY_HEADER = "peak MiB"
+MEMORY_SOURCES = {
+    "cuda_max_memory_allocated": "CUDA allocated",
+    "rss_peak_increase": "RSS increase",
+    "ru_maxrss_increase": "max RSS increase",
+}
+"""How the page names each ``peak_memory_source`` of :mod:`anomalib_clipad.benchmarks.memory` in its header."""
 NOT_AVAILABLE = "—"
+_RESOURCE_COLUMNS = (TIME_COLUMN, THROUGHPUT_COLUMN, MEMORY_COLUMN)
 
 
 @dataclass
@@ -267,10 +284,29 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return [line(header), "|" + "---|" * len(header), *(line(row) for row in rows)]
 
 
+def memory_header(frame: pd.DataFrame) -> str:
+    """``peak MiB (RSS increase)``: the memory column's header, with how the successful jobs' peaks were measured.
+
+    Args:
+        frame: :func:`load_results` rows.
+
+    Returns:
+        :data:`MEMORY_HEADER`, followed by the measure (:data:`MEMORY_SOURCES`) when all successful jobs that have
+        one used the same, by ``mixed`` when they used several.
+    """
+    if MEMORY_SOURCE_COLUMN not in frame.columns:
+        return MEMORY_HEADER
+    sources = sorted(set(frame.loc[~frame["failed"], MEMORY_SOURCE_COLUMN].dropna().astype(str)))
+    if not sources:
+        return MEMORY_HEADER
+    label = MEMORY_SOURCES.get(sources[0], sources[0]) if len(sources) == 1 else "mixed"
+    return f"{MEMORY_HEADER} ({label})"
+
+
 def _per_category(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Mean over the successful runs of each category (one row per category, in first-seen order)."""
     ok = rows[~rows["failed"]]
-    columns = [name for name in [*metrics, TIME_COLUMN] if name in ok.columns]
+    columns = [name for name in [*metrics, *_RESOURCE_COLUMNS] if name in ok.columns]
     if ok.empty or not columns:
         return pd.DataFrame(columns=["category", "runs", *columns])
     grouped = ok.groupby("category", sort=False)
@@ -307,7 +343,8 @@ def summarise(frame: pd.DataFrame, published: Published) -> list[dict[str, Any]]
     Returns:
         One dict per ``(dataset, model, setting)``: ``dataset``, ``model``, ``k_shot``, ``per_category`` (the
         per-category table in CSV units), ``mean`` (metric -> our mean in %, ``None`` when no category succeeded),
-        ``ms_per_image``, ``n_ok``, ``n_categories`` and ``published`` (a :class:`PublishedEntry` or ``None``).
+        ``ms_per_image``, ``images_per_second``, ``peak_memory_MiB`` (means over categories, ``None`` without
+        values), ``n_ok``, ``n_categories`` and ``published`` (a :class:`PublishedEntry` or ``None``).
     """
     metrics = _present_metrics(frame, published)
     summaries = []
@@ -321,7 +358,10 @@ def summarise(frame: pd.DataFrame, published: Published) -> list[dict[str, Any]]
                 name: (_percent(table[name].mean()) if name in table.columns and table[name].notna().any() else None)
                 for name in metrics
             }
-            time = table[TIME_COLUMN].mean() if TIME_COLUMN in table.columns and len(table) else None
+            resources = {
+                name: table[name].mean() if name in table.columns and table[name].notna().any() else None
+                for name in _RESOURCE_COLUMNS
+            }
             summaries.append(
                 {
                     "dataset": dataset,
@@ -329,7 +369,9 @@ def summarise(frame: pd.DataFrame, published: Published) -> list[dict[str, Any]]
                     "k_shot": k_shot,
                     "per_category": table,
                     "mean": mean,
-                    "ms_per_image": _milliseconds(time),
+                    "ms_per_image": _milliseconds(resources[TIME_COLUMN]),
+                    THROUGHPUT_COLUMN: resources[THROUGHPUT_COLUMN],
+                    MEMORY_COLUMN: resources[MEMORY_COLUMN],
                     "n_ok": len(table),
                     "n_categories": rows["category"].nunique(),
                     "published": published.find(model, dataset, k_shot),
@@ -338,9 +380,9 @@ def summarise(frame: pd.DataFrame, published: Published) -> list[dict[str, Any]]
     return summaries
 
 
-def _means_section(groups: list[dict[str, Any]], metrics: list[str], decimals: int) -> list[str]:
+def _means_section(groups: list[dict[str, Any]], metrics: list[str], decimals: int, memory: str) -> list[str]:
     """The table of the means over categories of one dataset and model (one row per setting), with notes."""
-    header = ["setting", "categories", *metrics, TIME_HEADER]
+    header = ["setting", "categories", *metrics, TIME_HEADER, THROUGHPUT_HEADER, memory]
     rows = []
     notes = []
     for summary in groups:
@@ -351,6 +393,7 @@ def _means_section(groups: list[dict[str, Any]], metrics: list[str], decimals: i
             cells.append(_cell(summary["mean"].get(name), paper, decimals))
         paper_time = entry.ms_per_image if entry is not None else None  # other hardware: no difference shown
         cells.append(_cell(summary["ms_per_image"], paper_time, 1, difference=False))
+        cells += [_format(summary[THROUGHPUT_COLUMN], 1), _format(summary[MEMORY_COLUMN], 0)]
         rows.append(cells)
         if entry is not None and entry.mean_is_derived:
             notes.append(
@@ -363,20 +406,21 @@ def _means_section(groups: list[dict[str, Any]], metrics: list[str], decimals: i
     return lines + (["", *(f"* {note}" for note in notes)] if notes else [])
 
 
-def _categories_section(summary: dict[str, Any], metrics: list[str], decimals: int) -> list[str]:
+def _categories_section(summary: dict[str, Any], metrics: list[str], decimals: int, memory: str) -> list[str]:
     """The per-category table of one dataset, model and setting (nothing when no category succeeded)."""
     table: pd.DataFrame = summary["per_category"]
     if table.empty:
         return []
     entry: PublishedEntry | None = summary["published"]
     several_runs = bool((table["runs"] > 1).any())
-    header = ["category", *(["runs"] if several_runs else []), *metrics, TIME_HEADER]
+    header = ["category", *(["runs"] if several_runs else []), *metrics, TIME_HEADER, THROUGHPUT_HEADER, memory]
     rows = []
     for record in table.to_dict("records"):
         paper_values = entry.per_category.get(record["category"], {}) if entry is not None else {}
         cells = [record["category"], *([str(record["runs"])] if several_runs else [])]
         cells += [_cell(_percent(record.get(name)), paper_values.get(name), decimals) for name in metrics]
         cells.append(_cell(_milliseconds(record.get(TIME_COLUMN)), None, 1))
+        cells += [_format(record.get(THROUGHPUT_COLUMN), 1), _format(record.get(MEMORY_COLUMN), 0)]
         rows.append(cells)
     return ["", f"{_setting(summary['k_shot'])}, per category:", "", *_table(header, rows)]
 
@@ -413,7 +457,10 @@ def build_markdown(
     lines.append(
         f"Generated by `anomalib-clipad results` from {source}; regenerate it rather than editing it. Metrics in % "
         f"(the CSV's values x 100, {decimals} decimal{'s' if decimals != 1 else ''}), time per image in ms (the "
-        "CSV's `seconds_per_image` x 1000: test batches, pre-processing and forward pass, on the run's machine)."
+        "CSV's `seconds_per_image` x 1000: test batches, pre-processing and forward pass, on the run's machine), "
+        "images per second (`images_per_second`: test images / wall time of the whole test run, calibration "
+        "included) and the job's peak memory in MiB (`peak_memory_MiB`: CUDA memory allocated on a GPU, the "
+        "increase of the process's peak resident set size on a CPU; model and datamodule built, fit and test)."
     )
     if published.entries:
         paper = published.paper or "the paper"
@@ -426,12 +473,13 @@ def build_markdown(
     if image_name:
         lines += ["", f"![our means per model, setting and metric]({image_name})"]
     summaries = summarise(frame, published)
+    memory = memory_header(frame)
     for dataset, model in _group_order(frame, published):
         groups = [summary for summary in summaries if (summary["dataset"], summary["model"]) == (dataset, model)]
         lines += ["", f"## {dataset}: {model}", ""]
-        lines += _means_section(groups, metrics, decimals)
+        lines += _means_section(groups, metrics, decimals, memory)
         for summary in groups:
-            lines += _categories_section(summary, metrics, decimals)
+            lines += _categories_section(summary, metrics, decimals, memory)
     failed = frame[frame["failed"]]
     if len(failed):
         lines += ["", "## Failed jobs", ""]

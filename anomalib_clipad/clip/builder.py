@@ -28,7 +28,7 @@ give different features (up to 0.32 apart on a 24 -> 37 grid):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ def build_clip(
     image_size: int,
     quick_gelu: bool | None = None,
     position_embedding: str = RESIZE_AT_LOAD,
-    layers: Sequence[int] = (),
+    layers: Sequence[int] | Mapping[str, int | Sequence[int] | None] = (),
 ) -> ClipTowers:
     """Build a model's frozen CLIP towers and check them against what the model will ask of them.
 
@@ -116,7 +116,9 @@ def build_clip(
         image_size: side of the square model input in pixels; must be a multiple of the patch size.
         quick_gelu: QuickGELU (``True``) or GELU (``False``); ``None`` takes the weights' default.
         position_embedding: how position embeddings are adapted to ``image_size`` (see the module docstring).
-        layers: image-tower blocks (1-indexed) the model reads; each must exist.
+        layers: image-tower blocks (1-indexed) the model reads; each must exist. A mapping names the model argument
+            each comes from (``{"feature_layers": (6, 12, 18, 24), "dpam_start_layer": 6}``; ``None`` values are
+            skipped), so that the error for a block the backbone does not have says which argument to change.
 
     Returns:
         The :class:`ClipTowers`.
@@ -150,7 +152,11 @@ def build_clip(
     vision = ClipVisionTower(clip.visual, position_interpolation=interpolation)
     text = ClipTextTower(clip, backbone)
     vision.check_image_size(image_size, backbone)
-    vision.check_layers(layers)
+    layers_by_argument = layers if isinstance(layers, Mapping) else {"layers": layers}
+    for argument, value in layers_by_argument.items():
+        if value is not None:
+            blocks = (value,) if isinstance(value, int) else tuple(value)
+            vision.check_layers(blocks, argument=argument, backbone=backbone)
     grid = vision.grid_size((image_size, image_size))
     if position_embedding == RESIZE_AT_LOAD and grid != vision.trained_grid_size:
         msg = (

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 from open_clip.convert import convert_state_dict
 from open_clip.factory import load_state_dict
 from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
@@ -51,6 +52,12 @@ offline demo. It has no pretrained weights: use it with ``pretrained=None``."""
 FROM_CHECKPOINT = "checkpoint"
 """``pretrained`` value for "build the architecture; the weights come from the checkpoint loaded next"."""
 
+PRETRAINED_ARGUMENT = "--model.pretrained"
+"""The command-line option of the models' ``pretrained`` argument, as error messages name it."""
+
+RANDOM_INIT_SEED = 0
+"""Seed of a randomly initialised CLIP (``pretrained=None``): the same weights in every run and process."""
+
 TINY_BACKBONE_24 = "clipad-tiny-vit-14-l24"
 """A tiny CLIP with 24 image blocks (ViT 336 px, patch 14, width 32; text width 32, 12 layers): the layer indices of
 the ViT-L-14-336 methods (AnomalyCLIP, SimCLIP: 6, 12, 18, 24) run on it in tests. Random init only."""
@@ -64,7 +71,41 @@ class UnknownBackboneError(ValueError):
 
 
 class PretrainedWeightsError(RuntimeError):
-    """Raised when CLIP weights cannot be obtained from the given tag or file."""
+    """Raised when CLIP weights cannot be obtained from the given tag or file.
+
+    The message is ``reason`` followed by ``advice``, in which ``{argument}`` stands for the option that sets the
+    weights: :data:`PRETRAINED_ARGUMENT` (the Lightning models' ``--model.pretrained``) in ``str(error)``; other
+    front ends name their own with :meth:`message` (``anomalib-clipad demo``: ``--pretrained``).
+
+    Args:
+        reason: what failed.
+        advice: what to do, with ``{argument}`` for the option's name. Defaults to none.
+        checkpoint_advice: also say that a trained checkpoint needs no weights (``{argument} checkpoint``).
+    """
+
+    def __init__(self, reason: str, advice: str = "", checkpoint_advice: bool = False) -> None:
+        self.reason = reason
+        self.advice = advice
+        self.checkpoint_advice = checkpoint_advice
+        super().__init__(self.message())
+
+    def message(self, argument: str = PRETRAINED_ARGUMENT, mention_checkpoint: bool = True) -> str:
+        """The message naming ``argument`` as the option that sets the weights.
+
+        Args:
+            argument: the option's name, e.g. ``"--pretrained"``.
+            mention_checkpoint: include the checkpoint advice (when the error has it).
+
+        Returns:
+            The message.
+        """
+        parts = [self.reason, self.advice.format(argument=argument)]
+        if self.checkpoint_advice and mention_checkpoint:
+            parts.append(
+                f"To test, predict or export a trained checkpoint, pass `{argument} {FROM_CHECKPOINT}`: the checkpoint "
+                "holds every weight."
+            )
+        return " ".join(part for part in parts if part)
 
 
 def register_model_configs() -> None:
@@ -237,10 +278,20 @@ def _quiet_random_init() -> Iterator[None]:
         root.removeFilter(drop)
 
 
-def _create_architecture(backbone: str, quick_gelu: bool, image_size: int | None) -> nn.Module:
-    """The architecture with random weights, without open_clip's warning about them (callers say what they mean)."""
+def _create_architecture(backbone: str, quick_gelu: bool, image_size: int | None, seed: int | None = None) -> nn.Module:
+    """The architecture with random weights, without open_clip's warning about them (callers say what they mean).
+
+    Args:
+        backbone: open_clip architecture name.
+        quick_gelu: build with QuickGELU.
+        image_size: input size of the vision tower (``None``: the backbone's).
+        seed: seed of the initial weights, drawn from a forked random stream (the caller's is left as it was);
+            ``None``: from the caller's stream (weights that are replaced next anyway).
+    """
     kwargs = {"force_image_size": image_size} if image_size is not None else {}
-    with _quiet_random_init():
+    with _quiet_random_init(), torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
         return open_clip.create_model(backbone, pretrained=None, force_quick_gelu=quick_gelu, **kwargs)
 
 
@@ -265,6 +316,7 @@ def load_clip(
     pretrained: str | os.PathLike | None,
     quick_gelu: bool | None = None,
     image_size: int | None = None,
+    seed: int = RANDOM_INIT_SEED,
 ) -> open_clip.model.CLIP:
     """Build a frozen CLIP model in eval mode.
 
@@ -279,6 +331,8 @@ def load_clip(
             warning is logged when an explicit value contradicts the tag or the file's provenance.
         image_size: build the vision tower for this input size. Position embeddings of pretrained weights are then
             resized once at load time (open_clip's ``resize_pos_embed``: bicubic, antialiased).
+        seed: seed of the random weights of ``pretrained=None``: every build gives the same CLIP, whatever the
+            caller's random state (which is left as it was). Defaults to :data:`RANDOM_INIT_SEED`.
 
     Returns:
         The CLIP model, in eval mode with ``requires_grad`` off for every parameter.
@@ -286,7 +340,7 @@ def load_clip(
     Raises:
         UnknownBackboneError: ``backbone`` is not an open_clip architecture.
         PretrainedWeightsError: the tag is unknown for this backbone, the file is missing or unreadable, or the
-            weights cannot be downloaded (e.g. offline).
+            weights cannot be downloaded (e.g. offline: this fails at once, without the hub's retries).
     """
     _check_backbone(backbone)
     if pretrained is None or pretrained == FROM_CHECKPOINT:
@@ -301,7 +355,7 @@ def load_clip(
             logger.info(
                 "CLIP backbone %s: architecture only; its weights come from the checkpoint loaded next.", backbone
             )
-        model = _create_architecture(backbone, activation, image_size)
+        model = _create_architecture(backbone, activation, image_size, seed=seed if pretrained is None else None)
     elif _is_path_like(pretrained):
         model = _load_weight_file(backbone, Path(pretrained).expanduser(), quick_gelu, image_size)
     else:
@@ -335,6 +389,87 @@ def _load_weight_file(backbone: str, path: Path, quick_gelu: bool | None, image_
     return model
 
 
+def _summary(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut after its last whole sentence within ``limit`` characters (never mid-sentence)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text.rstrip(".")
+    end = text.rfind(". ", 0, limit)
+    if end > 0:
+        return text[:end]
+    space = text.rfind(" ", 0, limit)
+    return text[: space if space > 0 else limit] + " ..."
+
+
+def _describe(error: BaseException) -> str:
+    """``Type: message`` of an error, its message summarised (:func:`_summary`); ``Type`` alone without one."""
+    detail = _summary(str(error))
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+
+
+def _download_error(backbone: str, tag: str, source: str, why: str) -> PretrainedWeightsError:
+    reason = f"Could not obtain pretrained weights {tag!r} for CLIP backbone {backbone!r} from {source}: {why}."
+    advice = (
+        "They are downloaded once, with network access, and cached afterwards. Offline, download the weight file "
+        f"elsewhere and pass its path: `{{argument}} /path/to/{backbone}.pt`."
+    )
+    return PretrainedWeightsError(reason, advice, checkpoint_advice=True)
+
+
+def _hub_files(repository: str) -> tuple[str, list[str]]:
+    """open_clip's reading of a hub entry: ``(repo_id, [file names it tries, safetensors first])``."""
+    repo_id, filename = os.path.split(repository)
+    filename = filename or HF_WEIGHTS_NAME
+    safe = [HF_SAFE_WEIGHTS_NAME] if filename == HF_WEIGHTS_NAME else []
+    return repo_id, [*safe, filename]
+
+
+def _hub_unavailable(repository: str) -> str | None:
+    """Why the weights of a hub entry cannot be had now, or ``None`` (cached, or the hub answers).
+
+    When nothing is cached, the hub is asked once, without retries: offline, huggingface_hub would otherwise retry
+    each file five times with back-off (about 45 s and 40 log lines) before failing.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo_id, files = _hub_files(repository)
+    if any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in files):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set and they are not in the Hugging Face cache"
+    try:
+        with _quiet_download():
+            get_hf_file_metadata(hf_hub_url(repo_id, files[-1]), timeout=10)
+    except HfHubHTTPError:  # the hub answered (e.g. 404 for one file name): let open_clip try
+        return None
+    except Exception as error:  # no connection, DNS failure, timeout, proxy error, ...
+        return f"the Hugging Face hub cannot be reached ({_describe(error)})"
+    return None
+
+
+class _DropDownloadError(logging.Filter):
+    """Drops open_clip's "Failed to download weights" error record: the error we raise says it with advice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (f"{os.sep}open_clip{os.sep}" in record.pathname and "Failed to download" in record.getMessage())
+
+
+@contextmanager
+def _quiet_download() -> Iterator[None]:
+    """No hub warnings (retries, HEAD failures) and no open_clip download error record while downloading."""
+    from anomalib_clipad.export import quiet_loggers
+
+    root = logging.getLogger()
+    drop = _DropDownloadError()
+    root.addFilter(drop)
+    try:
+        with quiet_loggers({"huggingface_hub": logging.ERROR}):
+            yield
+    finally:
+        root.removeFilter(drop)
+
+
 def _load_tag(backbone: str, tag: str, quick_gelu: bool | None, image_size: int | None) -> nn.Module:
     known_tags = open_clip.list_pretrained_tags_by_model(backbone)
     if tag not in known_tags:
@@ -350,23 +485,19 @@ def _load_tag(backbone: str, tag: str, quick_gelu: bool | None, image_size: int 
         activation = bool(quick_gelu)
         _warn_activation_mismatch(f"{backbone}/{tag}", activation, needs_quick_gelu)
     kind, source = resolve_pretrained_download(backbone, tag)
+    unavailable = _hub_unavailable(source) if kind == "hf_hub" else None
+    if unavailable is not None:
+        raise _download_error(backbone, tag, source, unavailable)
     try:
-        if kind == "url":
-            weight_file = download_pretrained_from_url(source)
-        else:
-            kwargs = {"force_image_size": image_size} if image_size is not None else {}
-            with _quiet_random_init():
-                return open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=activation, **kwargs)
+        with _quiet_download():
+            if kind == "url":
+                weight_file = download_pretrained_from_url(source)
+            else:
+                kwargs = {"force_image_size": image_size} if image_size is not None else {}
+                with _quiet_random_init():
+                    return open_clip.create_model(backbone, pretrained=tag, force_quick_gelu=activation, **kwargs)
     except Exception as error:  # network, hub and cache errors of several libraries
-        msg = (
-            f"Could not obtain pretrained weights {tag!r} for CLIP backbone {backbone!r} from {source}: "
-            f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}. "
-            "This needs network access to download them once (they are cached afterwards). Offline, download "
-            "the weight file elsewhere and pass its path instead, e.g. "
-            f"`--model.pretrained /path/to/{backbone}.pt`. To test, predict or export a trained checkpoint, "
-            f"pass `--model.pretrained {FROM_CHECKPOINT}`: the checkpoint holds every weight."
-        )
-        raise PretrainedWeightsError(msg) from error
+        raise _download_error(backbone, tag, source, _describe(error)) from error
     return _load_weight_file(backbone, Path(weight_file), activation, image_size)
 
 

@@ -324,6 +324,9 @@ class ClipVisionTower(nn.Module):
         layers: Sequence[int] = (),
         vv_start_layer: int | None = None,
         vv_layers: Sequence[int] = (),
+        *,
+        argument: str | None = None,
+        backbone: str | None = None,
     ) -> None:
         """Raise a clear error for blocks this tower does not have (1-indexed, like the papers).
 
@@ -331,14 +334,29 @@ class ClipVisionTower(nn.Module):
             layers: blocks whose tokens are read.
             vv_start_layer: first block with a V-V path, if any.
             vv_layers: blocks whose V-V tokens are read (need ``vv_start_layer <= min(vv_layers)``).
+            argument: the model argument the blocks come from (e.g. ``"feature_layers"``): the error says to change
+                it (``--model.<argument>`` on the command line).
+            backbone: the backbone's name, for the error.
 
         Raises:
-            ValueError: a layer outside ``1..num_layers``, or V-V layers before the V-V start.
+            ValueError: a layer outside ``1..num_layers`` (naming ``argument`` and the tower's depth), or V-V layers
+                before the V-V start.
         """
         for layer in [*layers, *vv_layers, *([vv_start_layer] if vv_start_layer is not None else [])]:
             if not 1 <= int(layer) <= self.num_layers:
-                msg = f"Layer {layer} does not exist: this image tower has blocks 1..{self.num_layers}."
+                tower = f"the image tower of {backbone}" if backbone else "this image tower"
+                msg = (
+                    f"Layer {layer} does not exist: {tower} has {self.num_layers} blocks (blocks 1..{self.num_layers})."
+                )
+                if argument:
+                    msg += (
+                        f" Change {argument} (command line: --model.{argument}) to blocks within 1..{self.num_layers}, "
+                        "or use a deeper backbone."
+                    )
                 raise ValueError(msg)
+        if vv_layers and (vv_start_layer is None or min(vv_layers) < vv_start_layer):
+            msg = f"V-V tokens of layers {list(vv_layers)} need vv_start_layer <= {min(vv_layers)}."
+            raise ValueError(msg)
         if vv_layers and (vv_start_layer is None or min(vv_layers) < vv_start_layer):
             msg = f"V-V tokens of layers {list(vv_layers)} need vv_start_layer <= {min(vv_layers)}."
             raise ValueError(msg)

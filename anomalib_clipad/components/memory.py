@@ -16,6 +16,8 @@ the distance **and** the index of the nearest entry (SimCLIP+ reads the nearest 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
@@ -139,3 +141,30 @@ class ReferenceMemory(nn.Module):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         resize_buffers_to_state_dict(self, state_dict, prefix, ("features", "raw"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class LayerMemories(nn.ModuleDict):
+    """One :class:`ReferenceMemory` per image-tower layer (PromptAD's and DevPrompt's vision memories).
+
+    Args:
+        layers: the layers (1-indexed); the keys are their numbers as strings.
+        dim: feature dimension ``C``.
+    """
+
+    def __init__(self, layers: Sequence[int], dim: int) -> None:
+        super().__init__({str(layer): ReferenceMemory(dim) for layer in layers})
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether every layer's memory holds features."""
+        return all(memory.is_ready for memory in self.values())
+
+    def fill(self, features: Mapping[str, torch.Tensor]) -> None:
+        """Fill each layer's memory from ``features[f"memory_{layer}"]`` (the models' :meth:`encode_images` keys)."""
+        for layer, memory in self.items():
+            memory.fill(features[f"memory_{layer}"])
+
+    def clear(self) -> None:
+        """Empty every layer's memory."""
+        for memory in self.values():
+            memory.clear()

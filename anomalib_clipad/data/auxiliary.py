@@ -51,11 +51,13 @@ import torch
 from anomalib.data.dataclasses import ImageBatch, ImageItem
 from anomalib.data.datamodules.base.image import AnomalibDataModule
 from anomalib.data.datasets.base.image import AnomalibDataset
-from anomalib.data.utils import LabelName, read_image, read_mask
+from anomalib.data.utils import LabelName
 from anomalib.utils.path import resolve_dataset_root
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import Transform
 from torchvision.tv_tensors import Mask
+
+from anomalib_clipad.data.image_files import read_image_file, read_mask_file
 
 __all__ = [
     "SUPPORTED_DATASETS",
@@ -185,11 +187,14 @@ class AuxiliaryDataset(AnomalibDataset):
 
         Returns:
             The item.
+
+        Raises:
+            UnreadableImageError: the image or mask file is truncated, corrupt or missing (the error names it).
         """
         row = self.samples.iloc[index]
-        image = read_image(row.image_path, as_tensor=True)
+        image = read_image_file(row.image_path)
         if row.mask_path:
-            gt_mask = read_mask(row.mask_path, as_tensor=True)
+            gt_mask = read_mask_file(row.mask_path)
         else:
             gt_mask = Mask(torch.zeros(image.shape[-2:], dtype=torch.uint8))
         if self.augmentations:
@@ -244,13 +249,17 @@ class AuxiliaryData(AnomalibDataModule):
             caches keyed by path assume there are no random ones.
         augmentations: used when ``train_augmentations`` is not given. Defaults to ``None``.
         seed: seed of the training shuffle; ``None`` (default): unseeded, as anomalib's datamodules.
+        download: MVTecAD/Visa only: let anomalib download (and, for VisA, convert) the dataset into ``root`` when
+            the categories are not there. Defaults to ``False``: nothing is downloaded or created; a root without
+            the expected layout is an error that names what was looked for.
 
     Raises:
         ValueError: unknown ``dataset`` or ``split``; several ``categories`` for Folder; Folder without
-            ``abnormal_dir``.
+            ``abnormal_dir``; ``download`` for Folder.
 
-    Setup raises ``FileNotFoundError`` (missing root or folder) or ``ValueError`` (unknown category, no image, no
-    anomalous image, ambiguous mask pairing). Anomalous images without mask are logged with a warning.
+    Setup raises ``FileNotFoundError`` (missing root or folder) or ``ValueError`` (a category folder given as the
+    root, unknown category, no image, no anomalous image, ambiguous mask pairing); each names the root, the layout
+    looked for and the categories found. Anomalous images without mask are logged with a warning.
 
     Example:
         >>> datamodule = AuxiliaryData(dataset="MVTecAD", root="./datasets/MVTecAD", categories=["bottle"])
@@ -275,6 +284,7 @@ class AuxiliaryData(AnomalibDataModule):
         train_augmentations: Transform | None = None,
         augmentations: Transform | None = None,
         seed: int | None = None,
+        download: bool = False,
     ) -> None:
         super().__init__(
             train_batch_size=train_batch_size,
@@ -293,6 +303,10 @@ class AuxiliaryData(AnomalibDataModule):
             raise ValueError(msg)
         self.split = split
         self.include_normal = include_normal
+        self.download = bool(download)
+        if self.download and self.dataset == "Folder":
+            msg = "download=True needs dataset='MVTecAD' or 'Visa': a Folder auxiliary set is read from disk only."
+            raise ValueError(msg)
         if isinstance(categories, str):
             categories = [categories]
         self.requested_categories: list[str] | None = list(categories) if categories is not None else None
@@ -347,12 +361,13 @@ class AuxiliaryData(AnomalibDataModule):
     # ------------------------------------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Download or convert MVTec AD / VisA through anomalib when the categories are not on disk.
+        """With ``download=True`` only: download or convert MVTec AD / VisA through anomalib when not on disk.
 
         Categories already present are left alone (no network access). VisA's raw download is converted into
-        ``visa_pytorch/`` by anomalib's ``Visa.prepare_data``. Folder: nothing to do.
+        ``visa_pytorch/`` by anomalib's ``Visa.prepare_data``. Without ``download`` (the default) nothing is done
+        here: :meth:`setup` reads the disk and explains what is missing.
         """
-        if self.dataset == "Folder":
+        if self.dataset == "Folder" or not self.download:
             return
         from anomalib.data import MVTecAD, Visa
         from anomalib.data.datamodules.image.visa import VISA_CATEGORIES
@@ -426,6 +441,60 @@ class AuxiliaryData(AnomalibDataModule):
             and any((path / split).is_dir() for split in self._split_names())
         )
 
+    def _expected_layout(self) -> str:
+        """The layout looked for, e.g. ``<root>/<category>/test/<defect>/<image>, masks in ...``."""
+        splits = self._split_names()
+        split = splits[0] if len(splits) == 1 else "{" + ",".join(splits) + "}"
+        root = "visa_pytorch/ (anomalib's converted VisA) or the folder holding it" if self.dataset == "Visa" else ""
+        return (
+            f"the {self.dataset} layout <root>/<category>/{split}/<defect>/<image> with the masks in "
+            f"<root>/<category>/ground_truth/<defect>/ (<root>: {root or 'the folder holding the category folders'})"
+        )
+
+    def _checked_categories(self) -> list[str]:
+        """The categories to read; raise an error naming root, expected layout and what is there when it fails.
+
+        Raises:
+            FileNotFoundError: the root does not exist.
+            ValueError: the root is a category folder, holds no category, or lacks a requested category.
+        """
+        layout_root = self._layout_root()
+        if not self.root.is_dir():
+            existing = next(parent for parent in self.root.absolute().parents if parent.is_dir())
+            msg = (
+                f"Auxiliary {self.dataset} root {self.root} does not exist. Expected {self._expected_layout()}. "
+                f"The nearest existing folder, {existing}, holds {_folder_names(existing)}. Pass the folder that "
+                f"holds the category folders as root (--data.root), or download=True (--data.download true) to have "
+                f"anomalib download {self.dataset} into it."
+            )
+            raise FileNotFoundError(msg)
+        found = self._found_categories()
+        if not found and any((layout_root / name).is_dir() for name in (*self._split_names(), "ground_truth")):
+            msg = (
+                f"Auxiliary {self.dataset} root {layout_root} is a category folder (it holds "
+                f"{_folder_names(layout_root)}), not the folder holding the category folders. Expected "
+                f"{self._expected_layout()}. Pass root={layout_root.parent} and categories=['{layout_root.name}'] "
+                f"(--data.root {layout_root.parent} --data.categories '[{layout_root.name}]')."
+            )
+            raise ValueError(msg)
+        if self.requested_categories is None:
+            if not found:
+                msg = (
+                    f"No {self.dataset} category with a {'/'.join(self._split_names())} folder under {layout_root} "
+                    f"(it holds {_folder_names(layout_root)}). Expected {self._expected_layout()}."
+                )
+                raise ValueError(msg)
+            return found
+        unknown = [category for category in self.requested_categories if category not in found]
+        if unknown:
+            msg = (
+                f"Unknown {self.dataset} categor{'y' if len(unknown) == 1 else 'ies'} {unknown}: no "
+                f"{'/'.join(self._split_names())} folder under {layout_root}. Available: {found} (the categories "
+                f"found there). Expected {self._expected_layout()}."
+            )
+            raise ValueError(msg)
+        return self.requested_categories
+
     def _build_samples(self) -> pd.DataFrame:
         if self.dataset == "Folder":
             rows = self._folder_rows()
@@ -457,28 +526,7 @@ class AuxiliaryData(AnomalibDataModule):
 
     def _layout_rows(self) -> list[dict[str, Any]]:
         """Rows of an MVTec-AD-layout dataset: ``<category>/<split>/<label>/<image>``, ``ground_truth/<label>``."""
-        if not self.root.is_dir():
-            hint = " (the folder holding visa_pytorch/)" if self.dataset == "Visa" else ""
-            msg = f"Auxiliary {self.dataset} root {self.root}{hint} does not exist."
-            raise FileNotFoundError(msg)
-        found = self._found_categories()
-        if self.requested_categories is None:
-            categories = found
-            if not categories:
-                msg = (
-                    f"No {self.dataset} category with a {'/'.join(self._split_names())} folder under "
-                    f"{self._layout_root()}."
-                )
-                raise ValueError(msg)
-        else:
-            unknown = [category for category in self.requested_categories if category not in found]
-            if unknown:
-                msg = (
-                    f"Unknown {self.dataset} categor{'y' if len(unknown) == 1 else 'ies'} {unknown}: no "
-                    f"{'/'.join(self._split_names())} folder under {self._layout_root()}. Available: {found}."
-                )
-                raise ValueError(msg)
-            categories = self.requested_categories
+        categories = self._checked_categories()
         extensions = self._image_extensions()
         rows: list[dict[str, Any]] = []
         for category in categories:
@@ -684,6 +732,18 @@ def _as_path_list(value: str | Path | Sequence[str | Path] | None, root: Path | 
         return []
     values = [value] if isinstance(value, str | os.PathLike) else list(value)
     return [Path(v) if Path(v).is_absolute() or root is None else root / v for v in values]
+
+
+def _folder_names(folder: Path, limit: int = 20) -> str:
+    """``['a', 'b', ...]``: the (non-hidden) sub-folders of ``folder``, at most ``limit`` of them, for messages."""
+    try:
+        names = sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+    except OSError:
+        return "nothing readable"
+    if not names:
+        return "no folder"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"{names[:limit]}{more}"
 
 
 def _list_images(folder: Path, extensions: Sequence[str]) -> list[Path]:

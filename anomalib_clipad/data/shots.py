@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from anomalib.data.utils.image import read_image
+
+from anomalib_clipad.data.image_files import read_image_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -94,7 +95,7 @@ def choose_normal_shots(dataset: torch.utils.data.Dataset, k_shot: int, seed: in
 def _read(paths: list[str], transform: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
     images = []
     for path in paths:
-        image = read_image(path, as_tensor=True)
+        image = read_image_file(path)
         images.append(transform(image) if transform is not None else image)
     return torch.stack(images)
 
@@ -119,6 +120,7 @@ def collect_shots(
 
     Raises:
         ValueError: not enough normal images in the dataset.
+        UnreadableImageError: a chosen image file is truncated or corrupt (the error names it).
     """
     chosen = choose_normal_shots(dataset, k_shot, seed)
     paths = [str(dataset.samples["image_path"].iloc[i]) for i in chosen]
@@ -136,6 +138,7 @@ def load_reference_folder(
     Raises:
         FileNotFoundError: the folder does not exist or holds no image.
         ValueError: fewer than ``k_shot`` images in the folder.
+        UnreadableImageError: a chosen image file is truncated or corrupt (the error names it).
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():

@@ -135,11 +135,6 @@ class ClipModelMixin(QuietExportMixin):
         self.save_hyperparameters(ignore=list(ANOMALIB_COMPONENTS), frame=inspect.currentframe().f_back)  # type: ignore[attr-defined]
         check_calibration_arguments(self.calibration_mode, self.hparams.get("false_alarm_rate", 0.01))
         name = type(self).__name__
-        source = self.hparams.get("learned_state")
-        for path in [source] if isinstance(source, str | Path) else list(source or []):
-            if not Path(path).expanduser().is_file():
-                msg = f"The learned-state file {str(path)!r} of {name} does not exist (`learned_state`)."
-                raise FileNotFoundError(msg)
         self.recipe: Callback | None = None
         """The training recipe the model owns (``None``: nothing is trained)."""
         self.training_paths: set[str] = set()
@@ -160,8 +155,12 @@ class ClipModelMixin(QuietExportMixin):
         """Build the torch model and its CLIP (once); with ``learned_state``, score from that file."""
         if self._modules.get("model") is not None:
             return
-        build_torch_model(self, self.torch_model_class, **self.renamed_torch_arguments)
         source = self.hparams.get("learned_state")
+        for path in [source] if isinstance(source, str | Path) else list(source or []):
+            if not Path(path).expanduser().is_file():  # checked here, not in __init__: the CLI shows this error last
+                msg = f"The learned-state file {str(path)!r} of {type(self).__name__} does not exist (`learned_state`)."
+                raise FileNotFoundError(msg)
+        build_torch_model(self, self.torch_model_class, **self.renamed_torch_arguments)
         if source is not None:
             state = read_learned_state(source, self.model, type(self).__name__)
             self.adopt_learned_state(state)
@@ -272,10 +271,12 @@ class ClipModelMixin(QuietExportMixin):
                 f"{requested}`), or test this one on {current!r}."
             )
             raise ClassMismatchError(msg)
+        learned_on = f"; learned on: {', '.join(sorted(self.training_classes))}" if self.training_classes else ""
         if current is not None:
-            logger.info("%s: re-building for class %r (it was set up for %r).", type(self).__name__, requested, current)
+            message = f"re-building for class {requested!r} (it was set up for {current!r}{learned_on})"
         else:
-            logger.info("%s: set up for class %r.", type(self).__name__, requested)
+            message = f"set up for class {requested!r}" + (f" ({learned_on[2:]})" if learned_on else "")
+        logger.info("%s: %s.", type(self).__name__, message)
         self.set_class(requested)
         return requested
 

@@ -83,17 +83,25 @@ def refuse_other_settings(
         alternative: another way out, appended to the message (e.g. ", or load it with ...").
 
     Raises:
-        ValueError: one of them differs; the message names both values and how to build the model to match.
+        ValueError: settings differ; the message names every one of them (both values) and how to build the model
+            to match, all at once.
     """
+    differing = []
     for name in names:
         stored, now = recorded.get(name), current.get(name)
-        if stored is None or now is None or _as_list(stored) == _as_list(now):
-            continue
-        msg = (
-            f"{what} was made with {name}={stored!r}, but the model was built with {name}={now!r}. Build the model "
-            f"with the same setting (CLI: `--model.{name} {_cli_value(stored)}`){alternative}."
-        )
-        raise ValueError(msg)
+        if stored is not None and now is not None and _as_list(stored) != _as_list(now):
+            differing.append((name, stored, now))
+    if not differing:
+        return
+    made = ", ".join(f"{name}={stored!r}" for name, stored, _ in differing)
+    built = ", ".join(f"{name}={now!r}" for name, _, now in differing)
+    flags = " ".join(f"--model.{name} {_cli_value(stored)}" for name, stored, _ in differing)
+    settings = "setting" if len(differing) == 1 else "settings"
+    msg = (
+        f"{what} was made with {made}, but the model was built with {built}. Build the model with the same "
+        f"{settings} (CLI: `{flags}`){alternative}."
+    )
+    raise ValueError(msg)
 
 
 def refuse_other_checkpoint_hparams(

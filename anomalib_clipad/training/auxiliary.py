@@ -115,6 +115,28 @@ class AuxiliaryDataRecipe(Callback):
         log_losses(pl_module, terms, len(paths))
         return terms["loss"]
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Before a fit: refuse training data without a single anomalous image (the objective would be degenerate).
+
+        Raises:
+            ValueError: the datamodule's train split holds normal images only (e.g. anomalib's plain ``MVTecAD``).
+        """
+        del pl_module
+        if stage != "fit":
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        samples = getattr(getattr(datamodule, "train_data", None), "samples", None)
+        if samples is None or "label_index" not in samples or len(samples) == 0 or samples["label_index"].max() > 0:
+            return
+        msg = (
+            f"{self.model_name} learns from labelled anomalous images with masks of an auxiliary dataset, but the "
+            f"train split of {type(datamodule).__name__} holds {len(samples)} normal images and no anomalous one: "
+            "the losses would have nothing to learn. Train on `--data anomalib_clipad.data.AuxiliaryData "
+            "--data.dataset MVTecAD|Visa|Folder --data.root <folder>` (the anomalous images and masks of other "
+            "categories or another dataset), then test on the target."
+        )
+        raise ValueError(msg)
+
     # ------------------------------------------------------------------------------------------- Lightning callback
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Free the feature cache, and say how often the encoder ran."""

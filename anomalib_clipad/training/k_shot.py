@@ -22,7 +22,7 @@ What the recipe does:
 * **Features computed once.** The frozen image encoder runs once per training image
   (:meth:`NormalShotsRecipe.features`, cached by image path; no augmentation, so features never change); each step
   only runs the learnable text side. The features of all k shots (the one batch, in :attr:`few_shot_paths` order)
-  are handed once to the model's ``on_shots_encoded`` (to build a vision memory).
+  are handed once to the model's ``use_shots_as_references`` (its vision memory).
 * **State stays the model's.** Each step tells the model which images it fits (``record_training_images``: the
   model then knows its inference state is stale and its provenance); the encoded shots fill the model's reference
   memory through ``use_shots_as_references``. The recipe keeps only its own working data (the shots' loader and the

@@ -4,11 +4,12 @@
 """The CI version of the paper grids: ``anomalib-clipad benchmark`` on ``configs/benchmark/ci_tiny_grid.yaml``, then
 the results page of its CSV.
 
-One subprocess runs the whole grid (two generated categories; Patchcore, WinCLIPPlus 0/1-shot, PromptAD, DevPrompt,
-AnomalyCLIP trained once on a third generated dataset, and SimCLIP when the configuration has it), on tiny random-init
-backbones: it checks the pipeline (the grid inside a model entry, ``train_data``, the metrics, the progress lines, the
-time per image), not accuracy. The results page is then written in-process, and every number of its per-category
-tables is checked against the CSV.
+One subprocess runs the whole grid (two generated categories; anomalib's Patchcore, Padim, Fastflow and
+ReverseDistillation, and every model of the registry: WinCLIPPlus 0/1-shot, PromptAD, DevPrompt, AnomalyCLIP and
+SimCLIP trained once on a third generated dataset), on tiny random-init backbones: it checks the pipeline (the
+registry entry, ``train_data``, ``trainer``, the metrics on every model's output shapes, the progress lines, the time
+per image, the throughput and the peak memory), not accuracy. The results page is then written in-process, and every
+number of its per-category tables is checked against the CSV.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import yaml
 from cli_runner import REPO_ROOT, anomalib_clipad
 
 from anomalib_clipad.benchmarks.pipeline import expand_model_grid
-from anomalib_clipad.benchmarks.results_page import TIME_HEADER
+from anomalib_clipad.benchmarks.results_page import MEMORY_HEADER, THROUGHPUT_HEADER, TIME_HEADER
 from anomalib_clipad.cli import main
+from anomalib_clipad.registry import MODEL_NAMES
 
 CONFIG = REPO_ROOT / "configs" / "benchmark" / "ci_tiny_grid.yaml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -65,7 +67,7 @@ def test_ci_grid_and_results_page(tmp_path: Path) -> None:
     shutil.copy(CONFIG, tmp_path / CONFIG.name)
     expected = _expected_jobs(config)
     models = {model for model, _, _ in expected}
-    assert {"Patchcore", "WinCLIPPlus", "PromptAD", "DevPrompt", "AnomalyCLIP"} <= models
+    assert {"Patchcore", "Padim", "Fastflow", "ReverseDistillation", *MODEL_NAMES} <= models
 
     output = anomalib_clipad(["benchmark", "--config", CONFIG.name], cwd=tmp_path)
 
@@ -73,9 +75,8 @@ def test_ci_grid_and_results_page(tmp_path: Path) -> None:
     for index, (model, _, category) in enumerate(expected, start=1):
         assert re.search(rf"^job {index} of {len(expected)}: {model} .*{category} \(elapsed \d+:\d\d:\d\d\)$",
                          output, flags=re.MULTILINE), (index, output[-3000:])  # fmt: skip
-    assert len(re.findall(r"^job \d+ of \d+ done in .* s per image \(\d+ test images\)$", output, re.MULTILINE)) == len(
-        expected
-    )
+    done = r"^job \d+ of \d+ done in .* s per image \(\d+ test images\), [0-9.]+ images/s, peak memory \d+ MiB \(\w+\)$"
+    assert len(re.findall(done, output, re.MULTILINE)) == len(expected)
 
     csv_files = list((tmp_path / "runs" / "benchmark").rglob("results.csv"))
     assert len(csv_files) == 1, output[-3000:]
@@ -91,6 +92,11 @@ def test_ci_grid_and_results_page(tmp_path: Path) -> None:
             assert 0.0 <= row[metric] <= 1.0, (model, category, metric, row[metric])
         assert row["seconds_per_image"] > 0.0
         assert row["n_test_images"] > 0
+        assert math.isfinite(row["images_per_second"])
+        assert row["images_per_second"] > 0.0
+        assert math.isfinite(row["peak_memory_MiB"])
+        assert row["peak_memory_MiB"] > 0.0  # what the job added to the process (each job builds its model)
+        assert row["peak_memory_source"] == "rss_peak_increase"  # accelerator: cpu, on Linux
     # trained once on train_data, reused for the second category
     cross = frame[frame["model.train_data.class_path"].notna()]
     assert len(cross) >= 2
@@ -111,6 +117,8 @@ def test_ci_grid_and_results_page(tmp_path: Path) -> None:
         for metric in config["metrics"]:
             assert cells[metric] == f"{100 * row[metric]:.1f}", (row["model"], setting, metric, cells[metric])
         assert cells[TIME_HEADER] == f"{1000 * row['seconds_per_image']:.1f}"
+        assert cells[THROUGHPUT_HEADER] == f"{row['images_per_second']:.1f}"
+        assert cells[f"{MEMORY_HEADER} (RSS increase)"] == f"{row['peak_memory_MiB']:.0f}"
     # the mean over categories of one group equals the mean of the CSV rows
     zero_shot = frame[(frame["model"] == "WinCLIPPlus") & (frame["k_shot"] == 0)]
     mean = 100 * zero_shot["image_AUROC"].mean()

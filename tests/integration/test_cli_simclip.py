@@ -79,10 +79,8 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
          *target_args, "--default_root_dir", str(tmp_path / "test_checkpoint")],
         cwd=tmp_path,
     )  # fmt: skip
-    # "built" (no class stored with the training state) or "rebuilt" (the policy re-builds another class's prompts)
-    assert f"for class '{TARGET_CATEGORY}' with the learned IPT and adapters (trained on: {TRAIN_CATEGORY})" in (
-        from_checkpoint
-    )
+    # no class is stored with the training state: the target's class is set up with the learned IPT and adapters
+    assert f"set up for class '{TARGET_CATEGORY}' (learned on: {TRAIN_CATEGORY})" in from_checkpoint
     assert "thresholds calibrated on" in from_checkpoint
     checkpoint_metrics = printed_metrics(from_checkpoint)
 
@@ -93,7 +91,7 @@ def test_train_on_auxiliary_data_then_test_on_another_category(
          *target_args, "--default_root_dir", str(tmp_path / "test_prompts")],
         cwd=tmp_path,
     )  # fmt: skip
-    assert f"prompts built for class '{TARGET_CATEGORY}'" in from_prompts
+    assert f"set up for class '{TARGET_CATEGORY}' (learned on: {TRAIN_CATEGORY})" in from_prompts
     prompts_metrics = printed_metrics(from_prompts)
     for name in ("image_AUROC", "pixel_AUROC", "image_F1Score", "pixel_F1Score"):
         assert prompts_metrics[name] == pytest.approx(checkpoint_metrics[name], abs=1e-6), name

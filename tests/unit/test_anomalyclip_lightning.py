@@ -314,9 +314,9 @@ def test_prompts_file_of_another_shape_or_format_is_a_clear_error(
         engine(tmp_path / "run").test(model, datamodule=target(two_categories, val_split_mode="from_test"))
 
 
-def test_missing_prompts_file_is_refused_at_construction(tmp_path: Path) -> None:
+def test_missing_learned_state_file_is_refused_where_the_model_is_built(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        tiny_model(learned_state=str(tmp_path / "missing.pt"))
+        tiny_model(learned_state=str(tmp_path / "missing.pt")).configure_model()
 
 
 def test_cache_without_memory_spills_to_disk_and_says_so(

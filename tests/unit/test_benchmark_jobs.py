@@ -61,6 +61,9 @@ def test_a_job_pickles_and_runs_in_a_spawned_process(tmp_path: Path, synthetic_d
     assert result["n_test_images"] > 0
     assert math.isfinite(result["seconds_per_image"])
     assert result["seconds_per_image"] > 0
+    assert result["images_per_second"] > 0  # test images / test wall time
+    assert result["images_per_second"] <= 1 / result["seconds_per_image"]  # the test run holds the timed batches
+    assert result["peak_memory_MiB"] > 0  # measured in the spawned process that built the model
     saved = pd.read_csv(run_dir / "results.csv")  # written into the run's folder by the runner
     assert saved.loc[0, "image_AUROC"] == pytest.approx(result["image_AUROC"])
 

@@ -218,3 +218,17 @@ def test_torch_model_traces_for_export(spec: ModelSpec, target: MVTecAD, tmp_pat
         actual = exported.module()(images)
     torch.testing.assert_close(actual.pred_score, expected[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(actual.anomaly_map, expected[1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_leakage_guard_holds_after_a_reload(spec: ModelSpec, target: MVTecAD, tmp_path: Path) -> None:
+    """A model whose state was fitted on the target's test images refuses that target, from a checkpoint or a file."""
+    from anomalib_clipad.data.auxiliary import DataLeakageError
+
+    model = _set_up(spec, target, tmp_path)
+    model.training_paths = {str(path) for path in target.test_data.samples["image_path"][:2]}
+    learned = model.write_learned_state(_trainer(tmp_path, target))
+    checkpoint = _checkpoint(model, tmp_path / "leaky.ckpt")
+    for reloaded in (spec.lightning_class.load_from_checkpoint(checkpoint), _build(spec, learned_state=str(learned))):
+        with pytest.raises(DataLeakageError):
+            reloaded.prepare_for_scoring(_trainer(tmp_path, target), "test")

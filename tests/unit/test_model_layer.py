@@ -90,6 +90,7 @@ def test_cli_errors_are_ours_and_last(tmp_path: Path, two_categories: Path) -> N
     cases = [
         (["--model.backbone", "ViT-Nope-1"], UnknownBackboneError, "Unknown CLIP backbone 'ViT-Nope-1'"),
         (["--model.pretrained", str(garbage)], PretrainedWeightsError, "not a CLIP weight file that can be read"),
+        (["--model.learned_state", str(tmp_path / "moved.pt")], FileNotFoundError, "learned-state file .* not exist"),
     ]
     for arguments, error, message in cases:
         model = ["--model", "anomalib_clipad.WinCLIPPlus", "--model.backbone", TINY_BACKBONE, "--model.image_size"]

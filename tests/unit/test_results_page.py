@@ -12,10 +12,13 @@ import pytest
 import yaml
 
 from anomalib_clipad.benchmarks.results_page import (
+    MEMORY_HEADER,
+    THROUGHPUT_HEADER,
     build_markdown,
     find_config,
     load_published,
     load_results,
+    memory_header,
     write_results_page,
 )
 from anomalib_clipad.cli import main
@@ -168,3 +171,43 @@ def test_page_without_a_configuration(tmp_path: Path) -> None:
     assert "Published numbers" not in text
     assert "(paper" not in text
     assert "| 1-shot | 2 / 2 | 92.6 |" in text
+
+
+def _resource_rows(sources: tuple[str, str]) -> list[dict]:
+    base = {"dataset": "MVTecAD", "model": "Padim", "image_AUROC": 0.8, "seconds_per_image": 0.01}
+    return [
+        {**base, "category": "bottle", "images_per_second": 40.0, "peak_memory_MiB": 100.4,
+         "peak_memory_source": sources[0]},
+        {**base, "category": "carpet", "images_per_second": 60.0, "peak_memory_MiB": 300.0,
+         "peak_memory_source": sources[1]},
+        {**base, "category": "cable", "error": "RuntimeError: out of memory", "peak_memory_source": None},
+    ]  # fmt: skip
+
+
+def _page(rows: list[dict], tmp_path: Path) -> str:
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    frame = load_results(tmp_path / "results.csv")
+    return build_markdown(frame, load_published(None), title="T", csv_name="results.csv")
+
+
+def test_throughput_and_peak_memory_columns(tmp_path: Path) -> None:
+    markdown = _page(_resource_rows(("rss_peak_increase", "rss_peak_increase")), tmp_path)
+    header = f"| {THROUGHPUT_HEADER} | {MEMORY_HEADER} (RSS increase) |"
+    assert markdown.count(header) == 2  # the means and the per-category table say how memory was measured
+    assert _line(markdown, "| default | 2 / 3 |").endswith("| 50.0 | 200 |")  # means over the successful categories
+    assert _line(markdown, "| bottle |").endswith("| 10.0 | 40.0 | 100 |")  # ms / image, images / s, MiB
+    assert _line(markdown, "| carpet |").endswith("| 60.0 | 300 |")
+    assert "`peak_memory_MiB`" in markdown  # the page's text explains the columns
+
+    cuda = _page(_resource_rows(("cuda_max_memory_allocated",) * 2), tmp_path)
+    assert f"| {MEMORY_HEADER} (CUDA allocated) |" in cuda
+    mixed = _page(_resource_rows(("cuda_max_memory_allocated", "rss_peak_increase")), tmp_path)
+    assert f"| {MEMORY_HEADER} (mixed) |" in mixed
+
+
+def test_an_older_csv_has_empty_resource_cells(tmp_path: Path) -> None:
+    rows = [{key: value for key, value in row.items() if not key.startswith(("images", "peak"))}
+            for row in _resource_rows(("", ""))]  # fmt: skip
+    markdown = _page(rows, tmp_path)
+    assert memory_header(load_results(tmp_path / "results.csv")) == MEMORY_HEADER
+    assert _line(markdown, "| bottle |").endswith("| 10.0 | — | — |")

@@ -282,7 +282,7 @@ def test_bad_settings_and_files_give_clear_errors(trained: dict, tiny_clip24_wei
     with pytest.raises(ValueError, match="epochs"):
         SimCLIP(epochs=0, pretrained=None, **OPTIONS)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        SimCLIP(learned_state=str(tmp_path / "missing.pt"), pretrained=None, **OPTIONS)
+        SimCLIP(learned_state=str(tmp_path / "missing.pt"), pretrained=None, **OPTIONS).configure_model()
 
     model = trained["model"].model
     prompts = trained["prompts"][0]

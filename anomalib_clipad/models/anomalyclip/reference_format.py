@@ -4,7 +4,7 @@
 """AnomalyCLIP's other learned-state formats: the official code's published checkpoints and our former prompts files.
 
 Registered with :func:`~anomalib_clipad.models.learned_state.register_reference_format`, so
-:func:`~anomalib_clipad.models.learned_state.read_learned_state` (``--model.prompts``) reads them, always with
+:func:`~anomalib_clipad.models.learned_state.read_learned_state` (``--model.learned_state``) reads them, always with
 ``torch.load(..., weights_only=True)``:
 
 * **the reference's** (zqhang/AnomalyCLIP ``train.py``, e.g. its ``checkpoints/9_12_4_multiscale/epoch_15.pth``):

@@ -150,7 +150,7 @@ class AnomalyCLIPModel(nn.Module):
             image_size=image_size,
             quick_gelu=quick_gelu,
             position_embedding=INTERPOLATE_BILINEAR,
-            layers=feature_layers,
+            layers={"feature_layers": feature_layers, "dpam_start_layer": dpam_start_layer},
         )
         self.vision = towers.vision
         self.text = towers.text

@@ -49,7 +49,7 @@ from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, build_clip
 from anomalib_clipad.clip.text import ClipTextTower, splice_context
 from anomalib_clipad.clip.vision import validate_images
 from anomalib_clipad.components.fusion import gaussian_smooth, reciprocal_fusion
-from anomalib_clipad.components.memory import ReferenceMemory
+from anomalib_clipad.components.memory import LayerMemories
 from anomalib_clipad.components.prompts import prompt_class_name
 from anomalib_clipad.components.readiness import require_ready
 from anomalib_clipad.components.scoring import scaled_sigma, upsample
@@ -260,7 +260,7 @@ class DevPromptModel(nn.Module):
             image_size=image_size,
             quick_gelu=quick_gelu,
             position_embedding=position_embedding,
-            layers=(*self.memory_layers, vv_start_layer),
+            layers={"memory_layers": self.memory_layers, "vv_start_layer": vv_start_layer},
         )
         self.backbone = backbone
         self.vision, self.text = towers.vision, towers.text
@@ -292,7 +292,7 @@ class DevPromptModel(nn.Module):
         self.seed = seed
         self.class_name: str | None = None
         # Everything inference needs is a buffer: the checkpoint and the exported graph carry it.
-        self.memories = nn.ModuleDict({str(layer): ReferenceMemory(self.vision.width) for layer in self.memory_layers})
+        self.memories = LayerMemories(self.memory_layers, self.vision.width)
         self.text_prototypes = TextPrototypes(self.vision.output_dim)  # [e_n, e_a]
         self.image_encoder_calls = 0
 
@@ -305,7 +305,7 @@ class DevPromptModel(nn.Module):
     @property
     def references_ready(self) -> bool:
         """Whether the vision memory of every memory layer holds features."""
-        return all(memory.is_ready for memory in self.memories.values())
+        return self.memories.is_ready
 
     @property
     def is_ready(self) -> bool:
@@ -415,12 +415,10 @@ class DevPromptModel(nn.Module):
             ValueError: bad images.
         """
         if references is None:
-            for memory in self.memories.values():
-                memory.clear()
+            self.memories.clear()
             return
         features = self.encode_images(references) if isinstance(references, torch.Tensor) else references
-        for layer in self.memory_layers:
-            self.memories[str(layer)].fill(features[f"memory_{layer}"])
+        self.memories.fill(features)
 
     def setup(self, class_name: str, shots: torch.Tensor) -> dict[str, torch.Tensor]:
         """Build prompts and vision memory from the k shots; return their training features (keep them).

@@ -47,7 +47,7 @@ from anomalib_clipad.components.losses import (
     prompt_contrastive_loss,
     prototype,
 )
-from anomalib_clipad.components.memory import ReferenceMemory
+from anomalib_clipad.components.memory import LayerMemories
 from anomalib_clipad.components.prompts import (
     class_specific_anomalous_states,
     generic_anomalous_states,
@@ -261,7 +261,7 @@ class PromptADModel(nn.Module):
             image_size=image_size,
             quick_gelu=quick_gelu,
             position_embedding=position_embedding,
-            layers=memory_layers,
+            layers={"memory_layers": memory_layers},
         )
         self.backbone = backbone
         self.vision, self.text = towers.vision, towers.text
@@ -303,7 +303,7 @@ class PromptADModel(nn.Module):
             },
         )
         # vision memories of the memory layers and each head's [w̄^n, w̄^a]: empty until trained or loaded
-        self.memories = nn.ModuleDict({str(layer): ReferenceMemory(self.vision.width) for layer in self.memory_layers})
+        self.memories = LayerMemories(self.memory_layers, self.vision.width)
         self.text_prototypes = nn.ModuleDict({head: TextPrototypes(self.vision.output_dim) for head in HEADS})
         self.class_name: str | None = None
         self.states: list[str] = []
@@ -427,8 +427,7 @@ class PromptADModel(nn.Module):
             ValueError: the number of shots differs from ``k_shot``, or bad images.
         """
         if references is None:
-            for memory in self.memories.values():
-                memory.clear()
+            self.memories.clear()
             return
         features = self.encode_images(references) if isinstance(references, torch.Tensor) else references
         for layer in self.memory_layers:
@@ -535,7 +534,7 @@ class PromptADModel(nn.Module):
     @property
     def references_ready(self) -> bool:
         """Whether the vision memory of every memory layer holds features."""
-        return all(memory.is_ready for memory in self.memories.values())
+        return self.memories.is_ready
 
     @property
     def is_ready(self) -> bool:

@@ -4,7 +4,7 @@
 """SimCLIP's other learned-state formats: the official code's published pair of files and our former weights files.
 
 Registered with :func:`~anomalib_clipad.models.learned_state.register_reference_format`, so
-:func:`~anomalib_clipad.models.learned_state.read_learned_state` (``--model.prompts``) reads them, always with
+:func:`~anomalib_clipad.models.learned_state.read_learned_state` (``--model.learned_state``) reads them, always with
 ``torch.load(..., weights_only=True)``:
 
 * **the reference's** (ChengHaodeng/SimCLIP ``train.py``): the CLIP file ``{"clip": state_dict}`` (its IPT and
@@ -105,7 +105,7 @@ def _convert_reference(contents: Sequence[tuple[str, Mapping[str, Any]]], torch_
         )
         msg = (
             f"The reference SimCLIP weights come as two files; the {missing} is missing. Pass both: "
-            "`--model.prompts '[clip.pth, adapters.pth]'`."
+            "`--model.learned_state '[clip.pth, adapters.pth]'`."
         )
         raise ValueError(msg)
     adapters = reference["adapters"]

@@ -257,7 +257,7 @@ class SimCLIPModel(nn.Module):
             image_size=image_size,
             quick_gelu=quick_gelu,
             position_embedding=RESIZE_AT_LOAD,
-            layers=layers,
+            layers={"feature_layers": layers},
         )
         self.vision, self.text = towers.vision, towers.text
         self.clip_hparams = towers.hparams
