@@ -34,10 +34,11 @@ from anomalib_clipad.benchmarks.false_alarm import (
     false_alarm_distribution,
     measure_false_alarms,
 )
+from anomalib_clipad.components.memory import ReferenceMemory
 from anomalib_clipad.models.base import CALIBRATION_KEY
 from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState
 from anomalib_clipad.registry import MODELS, get_spec
-from anomalib_clipad.training.normal_calibration import quantile_rank, read_images
+from anomalib_clipad.training.normal_calibration import leaving_out, quantile_rank, read_images
 from anomalib_clipad.training.thresholds import RawScorePostProcessor, get_thresholds, set_thresholds
 
 CLASS = "widget"
@@ -161,6 +162,23 @@ def test_leave_one_out_over_the_shots(synthetic_dataset) -> None:
     with torch.no_grad():  # the full memory is back (the shot against itself scores lower than against the others)
         full = float(model.model(next(read_images([shots[0]], model.pre_processor.transform))).pred_score)
     assert full < expected[0]
+
+
+def test_leaving_out_removes_one_shots_entries_from_every_memory_then_restores_them() -> None:
+    module = torch.nn.Module()
+    module.first, module.second = ReferenceMemory(4, keep_raw=True), ReferenceMemory(4)
+    shots = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(0))  # 3 shots, 2 entries each
+    module.first.fill(shots)
+    module.second.fill(shots[:, :1])
+    saved = module.first.features.clone(), module.first.raw.clone(), module.second.features.clone()
+    with leaving_out(module, 1, 3):
+        torch.testing.assert_close(module.first.raw, shots[[0, 2]].reshape(-1, 4))
+        assert len(module.first) == 4
+        assert len(module.second) == 2
+    for restored, original in zip(
+        (module.first.features, module.first.raw, module.second.features), saved, strict=True
+    ):
+        assert torch.equal(restored, original)
 
 
 def test_one_shot_and_nothing_else_is_an_error(synthetic_dataset) -> None:
