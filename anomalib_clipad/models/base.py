@@ -490,13 +490,14 @@ class ClipModelMixin(QuietExportMixin):
         """Write the learned state to ``<run>/weights/learned_state.pt`` (on the rank-zero process).
 
         Returns:
-            The path written, or ``None`` (no trainer, another rank, or a set-up model not set up yet).
+            The path written, or ``None`` (no trainer or run folder, another rank, or a set-up model not set up yet).
         """
-        if trainer is None or not trainer.is_global_zero:
+        root = getattr(trainer, "default_root_dir", None)
+        if root is None or not getattr(trainer, "is_global_zero", True):
             return None
         if self.recipe is None and not self.model.is_ready:  # a set-up model has nothing until it is set up
             return None
-        return self.learned_state().save(Path(trainer.default_root_dir) / LEARNED_STATE_FILE)
+        return self.learned_state().save(Path(root) / LEARNED_STATE_FILE)
 
     # ------------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

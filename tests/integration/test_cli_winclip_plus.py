@@ -29,7 +29,7 @@ def test_folder_zero_shot(synthetic_category_dir: Path, tmp_path: Path) -> None:
         cwd=tmp_path,
     )  # fmt: skip
     printed_metrics(output)
-    assert "reference images" not in output  # zero-shot: no shots drawn
+    assert "reference memory" not in output  # zero-shot: no shots drawn
 
 
 def test_mvtec_one_shot_then_predict_export_and_load_in_fresh_process(
@@ -44,7 +44,7 @@ def test_mvtec_one_shot_then_predict_export_and_load_in_fresh_process(
         cwd=tmp_path,
     )  # fmt: skip
     printed_metrics(output)
-    chosen = re.search(r"reference images \(k=1, seed=5\): \['([^']+)'\]", output.replace("\n", ""))
+    chosen = re.search(r"from 1 normal image\(s\) \(seed 5\): \['([^']+)'\]", output.replace("\n", ""))
     assert chosen is not None, output[-3000:]
     assert "/train/good/" in chosen.group(1)
 

@@ -34,9 +34,11 @@ def test_model_without_its_checkpoint_refuses_to_run() -> None:
     model.configure_model()
     assert model.hparams.quick_gelu is False  # recorded from the built CLIP
     policy = model.checkpoint_policy
-    for hook in (policy.on_test_start, policy.on_validation_start, policy.on_predict_start, policy.on_train_start):
+    with pytest.raises(PretrainedWeightsError, match="no checkpoint was loaded"):
+        policy.on_train_start(None, model)
+    for stage in ("validate", "test", "predict"):  # checked first thing before scoring
         with pytest.raises(PretrainedWeightsError, match="no checkpoint was loaded"):
-            hook(None, model)
+            model.prepare_for_scoring(None, stage)
     model.on_load_checkpoint({"hyper_parameters": dict(model.hparams)})
     policy.check_weights(model)  # restored: no error
     random = tiny_winclip(pretrained=None)

@@ -186,7 +186,7 @@ def test_another_category_rebuilds_the_prompts(trained: dict, dataset: Path, cap
     reloaded = SimCLIP.load_from_checkpoint(trained["checkpoint"])
     with caplog.at_level(logging.INFO, logger="anomalib_clipad"):
         new_engine(trained["checkpoint"].parent / "other").test(reloaded, datamodule=target(dataset, OTHER))
-    assert f"re-building for class {OTHER!r} (it was set up for {TARGET!r})" in caplog.text
+    assert f"re-building for class {OTHER!r} (it was set up for {TARGET!r}; learned on: {TRAIN})" in caplog.text
     assert reloaded.model.class_name == OTHER
     expected = reloaded.model.prompt_features(OTHER)
     torch.testing.assert_close(reloaded.model.text_prototypes["layer"].features, expected["layer"])

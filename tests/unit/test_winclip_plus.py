@@ -241,7 +241,7 @@ def test_missing_class_name() -> None:
     one_shot = WinCLIPPlus(class_name="bottle", k_shot=1, backbone=TINY_BACKBONE, pretrained=None, image_size=64)
     one_shot._trainer = SimpleNamespace(datamodule=None)
     one_shot.setup("predict")
-    with pytest.raises(ValueError, match="needs normal reference images"):
+    with pytest.raises(ValueError, match="train split of the target datamodule, but there is none"):
         one_shot.on_predict_start()
 
 
@@ -292,14 +292,15 @@ def test_k_larger_than_train_set(tmp_path) -> None:
         datamodule=SimpleNamespace(category="bottle", train_data=SimpleNamespace(samples=samples))
     )
     lightning = WinCLIPPlus(k_shot=4, backbone=TINY_BACKBONE, pretrained=None, image_size=IMAGE_SIZE)
-    lightning._trainer = trainer
+    lightning.configure_model()
     with pytest.raises(ValueError, match="only 3"):
-        lightning.setup("test")
+        lightning.prepare_for_scoring(trainer, "predict")
     folder_model = WinCLIPPlus(
         class_name="bottle", k_shot=5, few_shot_source=tmp_path / "good", backbone=TINY_BACKBONE, pretrained=None
     )
+    folder_model.configure_model()
     with pytest.raises(ValueError, match="only 3"):
-        folder_model.setup("test")
+        folder_model.prepare_for_scoring(SimpleNamespace(datamodule=None), "predict")
 
 
 @torch.no_grad()
@@ -309,7 +310,8 @@ def test_reference_folder(tmp_path) -> None:
         class_name="bottle", k_shot=2, few_shot_source=tmp_path / "refs", backbone=TINY_BACKBONE, pretrained=None,
         image_size=IMAGE_SIZE,
     )  # fmt: skip
-    lightning.setup("test")
+    lightning.configure_model()
+    lightning.prepare_for_scoring(SimpleNamespace(datamodule=None), "predict")  # the references are set up to score
     assert len(set(lightning.reference_paths)) == 2
     assert set(lightning.reference_paths) <= set(paths)
     assert lightning.model.k_shot == 2
@@ -325,12 +327,12 @@ def test_lightning_shots_are_seeded_distinct_normalised_and_recorded(tmp_path) -
     chosen = []
     for _ in range(2):
         lightning = WinCLIPPlus(k_shot=2, seed=3, backbone=TINY_BACKBONE, pretrained=None, image_size=IMAGE_SIZE)
-        lightning._trainer = trainer
-        lightning.setup("test")
+        lightning.configure_model()
+        lightning.prepare_for_scoring(trainer, "predict")  # the references are set up to score
         chosen.append(lightning.reference_paths)
     assert chosen[0] == chosen[1]
     assert len(set(chosen[0])) == 2
-    assert lightning.model.class_name == "metal nut"
+    assert lightning.model.class_name == "metal_nut"  # the prompts say "metal nut"
     # the memory holds features of CLIP-normalised images (mean/std applied), not of raw [0, 1] pixels
     raw = torch.stack(
         [torch.from_numpy(np.asarray(Image.open(path))).permute(2, 0, 1).float() / 255 for path in chosen[0]]
