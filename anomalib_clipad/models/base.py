@@ -26,7 +26,9 @@ What the mixin provides:
   one fixed sequence): real weights; the inference state current; the requested class (re-built where the method can,
   refused where its learned state belongs to another class); the reference memory of the target (drawn, seeded, from
   its train split, for the set-up-time few-shot models); the leakage guard; readiness; and, for the models reporting
-  raw probabilities, thresholds from a held-out split of the target.
+  raw probabilities, thresholds from a held-out split of the target; with ``calibration="normal_only"``, every
+  model's thresholds (and normalisation) from held-out normal images of the target at a chosen false-alarm rate
+  (:mod:`anomalib_clipad.training.normal_calibration`), stored in the learned-state file and the checkpoint.
 * **The learned-state file** (:mod:`anomalib_clipad.models.learned_state`): written after every fit or few-shot
   set-up to ``<run>/weights/learned_state.pt``; ``learned_state=<file>`` scores from it with no training.
 * **Checkpoints** record the class and the provenance, refuse another architecture or activation
@@ -62,7 +64,15 @@ from anomalib_clipad.models.common import (
 )
 from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, Provenance, read_learned_state
 from anomalib_clipad.training.calibration import calibrate_on_target
+from anomalib_clipad.training.normal_calibration import (
+    HELD_OUT,
+    NORMAL_ONLY,
+    NormalCalibration,
+    calibrate_on_normal_images,
+    check_calibration_arguments,
+)
 from anomalib_clipad.training.progress import InferenceTiming
+from anomalib_clipad.training.thresholds import RawScorePostProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +81,7 @@ ANOMALIB_COMPONENTS = ("pre_processor", "post_processor", "evaluator", "visualiz
 
 TRAINING_PATHS_KEY = "clipad_training_paths"
 REFERENCE_PATHS_KEY = "clipad_reference_paths"
+CALIBRATION_KEY = "clipad_normal_calibration"
 TRAINING_CLASSES_KEY = "clipad_training_classes"
 
 
@@ -122,6 +133,7 @@ class ClipModelMixin(QuietExportMixin):
         )
         # the hyper-parameters are the arguments of the model's own __init__ (the frame that called this one)
         self.save_hyperparameters(ignore=list(ANOMALIB_COMPONENTS), frame=inspect.currentframe().f_back)  # type: ignore[attr-defined]
+        check_calibration_arguments(self.calibration_mode, self.hparams.get("false_alarm_rate", 0.01))
         name = type(self).__name__
         self.recipe: Callback | None = None
         """The training recipe the model owns (``None``: nothing is trained)."""
@@ -131,6 +143,8 @@ class ClipModelMixin(QuietExportMixin):
         """The classes of those images."""
         self.reference_paths: list[str] = []
         """The normal images of the reference memory, in memory order."""
+        self.normal_calibration: NormalCalibration | None = None
+        """The thresholds set from normal images only (``calibration="normal_only"``), with their source."""
         self.timing = InferenceTiming(name)
         self.checkpoint_policy = ClipCheckpointPolicy(name, requested_quick_gelu=self.hparams.get("quick_gelu"))
         self._references_class: str | None = None
@@ -170,8 +184,8 @@ class ClipModelMixin(QuietExportMixin):
 
     @classmethod
     def configure_post_processor(cls) -> PostProcessor:
-        """Anomalib's post-processor; raw probabilities (no normalisation) for :attr:`raw_scores` models."""
-        return PostProcessor(enable_normalization=not cls.raw_scores)
+        """Anomalib's post-processor; for :attr:`raw_scores` models, raw probabilities thresholded at raw thresholds."""
+        return RawScorePostProcessor() if cls.raw_scores else PostProcessor()
 
     @property
     def learning_type(self) -> LearningType:
@@ -204,9 +218,15 @@ class ClipModelMixin(QuietExportMixin):
             ValueError: training a per-class model without a class name.
         """
         self.configure_model()
-        warn_if_calibrating_on_test(self._trainer, type(self).__name__)
+        if self.calibration_mode != NORMAL_ONLY:  # normal-only thresholds never come from the validation split
+            warn_if_calibrating_on_test(self._trainer, type(self).__name__)
         if stage == "fit" and self.learns_per_class:
             self.set_class(resolve_class_name(self.hparams.get("class_name"), self._trainer))
+
+    @property
+    def calibration_mode(self) -> str:
+        """``"held_out"`` (F1-adaptive, on a held-out split) or ``"normal_only"`` (the ``calibration`` argument)."""
+        return str(self.hparams.get("calibration") or HELD_OUT)
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
         """Image scores and maps of a batch (anomalib calibrates thresholds and normalisation on these)."""
@@ -323,11 +343,42 @@ class ClipModelMixin(QuietExportMixin):
         if self.training_paths and stage == "test":
             self._check_no_leakage(trainer)
         self.model.require_ready()
-        if stage == "test" and self.raw_scores and trainer is not None:
+        calibrated = False
+        if self.calibration_mode == NORMAL_ONLY:
+            calibrated = self._calibrate_on_normal_images(trainer, stage)
+        elif stage == "test" and self.raw_scores and trainer is not None:
             calibrate_on_target(trainer, self)
         set_up_now = self.recipe is None and self.model.class_name != class_before
-        if set_up_now or self.reference_paths != references_before:  # a set-up at scoring time: keep what it made
+        if set_up_now or calibrated or self.reference_paths != references_before:  # keep what was made now
             self.write_learned_state(trainer)
+
+    def _calibrate_on_normal_images(self, trainer: Trainer | None, stage: str) -> bool:
+        """Set the normal-only thresholds (:mod:`~anomalib_clipad.training.normal_calibration`); whether they changed.
+
+        At validation (where a checkpoint of a set-up or trained model is written) a failure is only a warning: the
+        thresholds are set again, or the error raised, before testing or predicting.
+        """
+        try:
+            calibration = calibrate_on_normal_images(trainer, self)
+        except ValueError as error:
+            if stage != "validate":
+                raise
+            logger.warning("%s: normal-only thresholds not set at validation: %s", type(self).__name__, error)
+            return False
+        changed = calibration != self.normal_calibration
+        self.normal_calibration = calibration
+        return changed
+
+    def on_validation_epoch_end(self) -> None:
+        """With ``calibration="normal_only"``, keep the normal-only thresholds (not the validation split's F1 ones).
+
+        anomalib's post-processor sets its thresholds and normalisation from the validation split at the end of the
+        epoch (its callback hook runs before this one); the checkpoint written after validation holds these.
+        """
+        super().on_validation_epoch_end()  # type: ignore[misc]
+        calibration = self.normal_calibration
+        if self.calibration_mode == NORMAL_ONLY and calibration is not None and self.post_processor is not None:
+            calibration.apply_to(self.post_processor)
 
     def _check_no_leakage(self, trainer: Trainer | None) -> None:
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
@@ -402,7 +453,7 @@ class ClipModelMixin(QuietExportMixin):
         class_specific = self.needs_class_name and (
             self.learns_per_class or self.recipe is None or bool(self.reference_paths)
         )
-        return LearnedState.from_model(
+        state = LearnedState.from_model(
             self.model,
             type(self).__name__,
             class_name=self.model.class_name if class_specific else None,
@@ -412,6 +463,10 @@ class ClipModelMixin(QuietExportMixin):
                 training_classes=tuple(sorted(self.training_classes)),
             ),
         )
+        calibration = self.normal_calibration
+        if calibration is not None and calibration.belongs_to(self.model.class_name):
+            state.thresholds = calibration.to_dict()
+        return state
 
     def adopt_learned_state(self, state: LearnedState) -> None:
         """Load a learned state (already checked against the model) and its provenance."""
@@ -420,6 +475,16 @@ class ClipModelMixin(QuietExportMixin):
         self.training_classes.update(state.provenance.training_classes)
         self.reference_paths = list(state.provenance.reference_paths)
         self._references_class = state.class_name if self.reference_paths else None
+        self._adopt_normal_calibration(state.thresholds)
+
+    def _adopt_normal_calibration(self, content: dict[str, Any] | None) -> None:
+        """Restore stored normal-only thresholds (other stored thresholds are not this mode's) and set them."""
+        calibration = NormalCalibration.from_dict(content)
+        if calibration is None:
+            return
+        self.normal_calibration = calibration
+        if self.post_processor is not None:
+            calibration.apply_to(self.post_processor)
 
     def write_learned_state(self, trainer: Trainer | None) -> Path | None:
         """Write the learned state to ``<run>/weights/learned_state.pt`` (on the rank-zero process).
@@ -444,6 +509,8 @@ class ClipModelMixin(QuietExportMixin):
         checkpoint[TRAINING_PATHS_KEY] = sorted(self.training_paths)
         checkpoint[TRAINING_CLASSES_KEY] = sorted(self.training_classes)
         checkpoint[REFERENCE_PATHS_KEY] = list(self.reference_paths)
+        if self.normal_calibration is not None:
+            checkpoint[CALIBRATION_KEY] = self.normal_calibration.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse another architecture or activation; restore the class and the provenance."""
@@ -454,6 +521,7 @@ class ClipModelMixin(QuietExportMixin):
         self.training_classes = set(checkpoint.get(TRAINING_CLASSES_KEY, []))
         self.reference_paths = list(checkpoint.get(REFERENCE_PATHS_KEY, []))
         self._references_class = class_name if self.reference_paths else None
+        self._adopt_normal_calibration(checkpoint.get(CALIBRATION_KEY))
         self._inference_state_stale = False
 
 

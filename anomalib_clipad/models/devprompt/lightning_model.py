@@ -79,6 +79,9 @@ class DevPrompt(ClipModelMixin, AnomalibModule):
             (``"interpolate_bicubic"``, ``"interpolate_bilinear"`` or ``"resize_at_load"``).
         learned_state: a learned-state file (``weights/learned_state.pt`` of a training run) to score with, without
             training or a checkpoint; it must match the backbone, activation and class.
+        calibration: ``"held_out"`` (F1-adaptive thresholds from a held-out split with anomalies) or ``"normal_only"``
+            (from good images only: :mod:`~anomalib_clipad.training.normal_calibration`).
+        false_alarm_rate: ``normal_only``: the share of good images flagged; needs ``ceil(1 / rate)`` normal images.
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.
@@ -118,6 +121,8 @@ class DevPrompt(ClipModelMixin, AnomalibModule):
         sigma: float = 4.0,
         position_embedding: str = INTERPOLATE_BICUBIC,
         learned_state: str | None = None,
+        calibration: str = "held_out",
+        false_alarm_rate: float = 0.01,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,

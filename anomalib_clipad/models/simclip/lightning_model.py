@@ -103,6 +103,9 @@ class SimCLIP(ClipModelMixin, AnomalibModule):
         cache_max_bytes: memory budget of the training feature cache (``None``: a quarter of the free memory, at
             most 16 GiB); past it, features go to ``cache_dir`` (default: a temporary folder), then are recomputed.
         cache_dir: folder of cache entries that do not fit in memory.
+        calibration: ``"held_out"`` (F1-adaptive thresholds from a held-out split with anomalies) or ``"normal_only"``
+            (from good images only: :mod:`~anomalib_clipad.training.normal_calibration`).
+        false_alarm_rate: ``normal_only``: the share of good images flagged; needs ``ceil(1 / rate)`` normal images.
         pre_processor: anomalib pre-processor, or ``True`` for :meth:`configure_pre_processor`.
         post_processor: anomalib post-processor, or ``True`` for :meth:`configure_post_processor`.
         evaluator: anomalib evaluator or ``True`` for the default.
@@ -144,6 +147,8 @@ class SimCLIP(ClipModelMixin, AnomalibModule):
         learned_state: str | list[str] | None = None,
         cache_max_bytes: int | None = None,
         cache_dir: str | None = None,
+        calibration: str = "held_out",
+        false_alarm_rate: float = 0.01,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,

@@ -66,6 +66,9 @@ class WinCLIPPlus(ClipModelMixin, AnomalibModule):
             VisA defect list of the category; ``None`` uses the paper's generic states only.
         learned_state: a learned-state file (``weights/learned_state.pt`` of a run: text prototypes and reference
             memories) to score with; it must match the backbone and activation (another class is re-built).
+        calibration: ``"held_out"`` (F1-adaptive thresholds from a held-out split with anomalies) or ``"normal_only"``
+            (from good images only: :mod:`~anomalib_clipad.training.normal_calibration`).
+        false_alarm_rate: ``normal_only``: the share of good images flagged; needs ``ceil(1 / rate)`` normal images.
         pre_processor: pre-processor, ``True`` for the default (bicubic resize to ``image_size`` + CLIP mean/std).
         post_processor: post-processor, ``True`` for the default.
         evaluator: evaluator, ``True`` for the default.
@@ -96,6 +99,8 @@ class WinCLIPPlus(ClipModelMixin, AnomalibModule):
         few_shot_source: str | Path | None = None,
         task_specific_states: list[str] | str | None = None,
         learned_state: str | None = None,
+        calibration: str = "held_out",
+        false_alarm_rate: float = 0.01,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
