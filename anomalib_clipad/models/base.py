@@ -37,6 +37,7 @@ What the mixin provides:
 
 from __future__ import annotations
 
+import csv
 import inspect
 import logging
 from collections.abc import Sequence
@@ -81,6 +82,8 @@ ANOMALIB_COMPONENTS = ("pre_processor", "post_processor", "evaluator", "visualiz
 
 TRAINING_PATHS_KEY = "clipad_training_paths"
 REFERENCE_PATHS_KEY = "clipad_reference_paths"
+PREDICTIONS_FILE = "predictions.csv"
+"""Where ``predict`` writes every image's score and decision, relative to the run's folder."""
 CALIBRATION_KEY = "clipad_normal_calibration"
 TRAINING_CLASSES_KEY = "clipad_training_classes"
 
@@ -399,9 +402,38 @@ class ClipModelMixin(QuietExportMixin):
         self.prepare_for_scoring(self._trainer, "test")
 
     def on_predict_start(self) -> None:
-        """Prepare for scoring (see :meth:`prepare_for_scoring`)."""
+        """Prepare for scoring (see :meth:`prepare_for_scoring`); start the table of predictions."""
         super().on_predict_start()  # type: ignore[misc]
         self.prepare_for_scoring(self._trainer, "predict")
+        self._predictions: list[tuple[str, float, int | str]] = []
+
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Note each image's score and decision (anomalib's post-processor has thresholded them by now)."""
+        del batch, batch_idx, dataloader_idx
+        labels = getattr(outputs, "pred_label", None)
+        for index, (path, score) in enumerate(zip(outputs.image_path, outputs.pred_score.flatten(), strict=True)):
+            label = int(labels.flatten()[index]) if labels is not None else ""
+            self._predictions.append((str(path), float(score), label))
+
+    def on_predict_end(self) -> None:
+        """Write every image's score and decision to ``<run>/predictions.csv`` (the overlays are anomalib's images)."""
+        root = getattr(self._trainer, "default_root_dir", None)
+        if root is None or not getattr(self._trainer, "is_global_zero", True) or not self._predictions:
+            return
+        path = Path(root) / PREDICTIONS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["image_path", "pred_score", "pred_label"])
+            writer.writerows(self._predictions)
+        anomalous = sum(1 for *_, label in self._predictions if label == 1)
+        logger.info(
+            "%s: %d image(s) scored, %d anomalous; scores and decisions in %s.",
+            type(self).__name__,
+            len(self._predictions),
+            anomalous,
+            path,
+        )
 
     # ------------------------------------------------------------------------------------------------- training
     def record_training_images(self, paths: Sequence[str], classes: Sequence[str] = ()) -> None:

@@ -7,6 +7,7 @@ Tiny random-init backbone and 64 px images keep each call to a few seconds; the 
 that the whole anomalib pipeline runs and produces image and pixel metrics.
 """
 
+import csv
 import re
 import sys
 from pathlib import Path
@@ -66,7 +67,12 @@ def test_mvtec_one_shot_then_predict_export_and_load_in_fresh_process(
         ],
         cwd=tmp_path,
     )  # fmt: skip
-    assert len(list((tmp_path / "predict").rglob("*.png"))) == len(list(defect_folder.glob("*.png")))
+    assert len(list((tmp_path / "predict").rglob("*.png"))) == len(list(defect_folder.glob("*.png")))  # overlays
+    # one table of every image's score and decision
+    (table,) = (tmp_path / "predict").rglob("predictions.csv")
+    rows = list(csv.DictReader(table.open()))
+    assert sorted(Path(row["image_path"]).name for row in rows) == sorted(p.name for p in defect_folder.glob("*.png"))
+    assert all(0.0 <= float(row["pred_score"]) <= 1.0 and row["pred_label"] in {"0", "1"} for row in rows)
 
     exported = tmp_path / "export" / "weights" / "torch" / "model.pt"
     assert exported.is_file()
