@@ -40,6 +40,7 @@ from __future__ import annotations
 import csv
 import inspect
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,7 +74,12 @@ from anomalib_clipad.training.normal_calibration import (
     check_calibration_arguments,
 )
 from anomalib_clipad.training.progress import InferenceTiming
-from anomalib_clipad.training.thresholds import RawScorePostProcessor
+from anomalib_clipad.training.thresholds import (
+    RawScorePostProcessor,
+    get_thresholds,
+    set_normalization,
+    set_thresholds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -351,6 +357,7 @@ class ClipModelMixin(QuietExportMixin):
             calibrated = self._calibrate_on_normal_images(trainer, stage)
         elif stage == "test" and self.raw_scores and trainer is not None:
             calibrate_on_target(trainer, self)
+            calibrated = bool(self.held_out_thresholds())  # kept in the file, so that an export can use them
         set_up_now = self.recipe is None and self.model.class_name != class_before
         if set_up_now or calibrated or self.reference_paths != references_before:  # keep what was made now
             self.write_learned_state(trainer)
@@ -498,7 +505,25 @@ class ClipModelMixin(QuietExportMixin):
         calibration = self.normal_calibration
         if calibration is not None and calibration.belongs_to(self.model.class_name):
             state.thresholds = calibration.to_dict()
+        elif calibration is None:
+            state.thresholds = self.held_out_thresholds()
         return state
+
+    def held_out_thresholds(self) -> dict[str, Any] | None:
+        """The post-processor's calibrated thresholds (and normalisation range) from a held-out split, if any."""
+        post_processor = self.post_processor
+        if post_processor is None or not hasattr(post_processor, "_image_threshold"):
+            return None
+        thresholds = get_thresholds(post_processor)
+        if any(math.isnan(value) for value in thresholds.values()):
+            return None
+        content: dict[str, Any] = {"source": HELD_OUT, **thresholds, "class_name": self.model.class_name}
+        if post_processor.enable_normalization:
+            content["normalization"] = {
+                name: float(getattr(post_processor, name))
+                for name in ("image_min", "image_max", "pixel_min", "pixel_max")
+            }
+        return content
 
     def adopt_learned_state(self, state: LearnedState) -> None:
         """Load a learned state (already checked against the model) and its provenance."""
@@ -510,7 +535,23 @@ class ClipModelMixin(QuietExportMixin):
         self._adopt_normal_calibration(state.thresholds)
 
     def _adopt_normal_calibration(self, content: dict[str, Any] | None) -> None:
-        """Restore stored normal-only thresholds (other stored thresholds are not this mode's) and set them."""
+        """Restore stored thresholds: normal-only ones (this mode's), or a held-out split's; set them."""
+        if content is not None and content.get("source") == HELD_OUT and self.post_processor is not None:
+            set_thresholds(self.post_processor, content["image"], content["pixel"])
+            if self.post_processor.enable_normalization and content.get("normalization"):
+                set_normalization(
+                    self.post_processor,
+                    (content["normalization"]["image_min"], content["normalization"]["image_max"]),
+                    (content["normalization"]["pixel_min"], content["normalization"]["pixel_max"]),
+                )
+            logger.info(
+                "%s: thresholds of the learned state (held-out split of class %r): image %.4f, pixel %.4f.",
+                type(self).__name__,
+                content.get("class_name"),
+                content["image"],
+                content["pixel"],
+            )
+            return
         calibration = NormalCalibration.from_dict(content)
         if calibration is None:
             return
@@ -530,6 +571,52 @@ class ClipModelMixin(QuietExportMixin):
         if self.recipe is None and not self.model.is_ready:  # a set-up model has nothing until it is set up
             return None
         return self.learned_state().save(Path(root) / LEARNED_STATE_FILE)
+
+    # ------------------------------------------------------------------------------------------------- export
+    def warn_if_uncalibrated(self) -> bool:
+        """Say so when the thresholds an export bakes into the graph were never calibrated; whether it did."""
+        post_processor = self.post_processor
+        if post_processor is None or not hasattr(post_processor, "_image_threshold"):
+            return False
+        thresholds = get_thresholds(post_processor)
+        if not any(math.isnan(value) for value in thresholds.values()):
+            return False
+        fallback = (
+            "labels and masks use the probability 0.5"
+            if self.raw_scores
+            else "labels and masks are not meaningful (anomalib's thresholds are NaN)"
+        )
+        logger.warning(
+            "%s is exported with uncalibrated thresholds (image %s, pixel %s): %s. Calibrate first (a test with a "
+            "held-out split, `--data.val_split_mode from_test`, or `--model.calibration normal_only`), then export "
+            "from that run's checkpoint or its learned-state file (`--model.learned_state <run>/weights/"
+            "learned_state.pt`).",
+            type(self).__name__,
+            thresholds["image"],
+            thresholds["pixel"],
+            fallback,
+        )
+        return True
+
+    def to_torch(self, *args: Any, **kwargs: Any) -> Any:
+        """Anomalib's torch export, after :meth:`warn_if_uncalibrated`."""
+        self.warn_if_uncalibrated()
+        return super().to_torch(*args, **kwargs)  # type: ignore[misc]
+
+    def to_onnx(self, *args: Any, **kwargs: Any) -> Any:
+        """The quiet ONNX export, after :meth:`warn_if_uncalibrated` (once, also inside an OpenVINO export)."""
+        if not getattr(self, "_exporting_openvino", False):
+            self.warn_if_uncalibrated()
+        return super().to_onnx(*args, **kwargs)
+
+    def to_openvino(self, *args: Any, **kwargs: Any) -> Any:
+        """The quiet OpenVINO export, after :meth:`warn_if_uncalibrated`."""
+        self.warn_if_uncalibrated()
+        self._exporting_openvino = True
+        try:
+            return super().to_openvino(*args, **kwargs)
+        finally:
+            self._exporting_openvino = False
 
     # ------------------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

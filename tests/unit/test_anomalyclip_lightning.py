@@ -22,14 +22,17 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
-from anomalib.metrics import F1AdaptiveThreshold
+from raw_scores import (
+    assert_reported_auroc_is_that_of_the_raw_scores,
+    assert_thresholds_come_from_the_held_out_split,
+    raw_outputs,
+)
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_clipad import AnomalyCLIP
@@ -86,27 +89,6 @@ def target(root: Path, category: str = TARGET_CATEGORY, **kwargs: Any) -> MVTecA
     return MVTecAD(root=root, category=category, num_workers=0, eval_batch_size=32, seed=0, **kwargs)
 
 
-def raw_outputs(model: AnomalyCLIP, loader: Any) -> dict[str, torch.Tensor]:
-    """The torch model's raw scores and maps on a loader's images, with their labels and masks."""
-    outputs: dict[str, list[torch.Tensor]] = {"pred_score": [], "anomaly_map": [], "gt_label": [], "gt_mask": []}
-    model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            prediction = model.model(model.pre_processor.transform(batch.image))
-            outputs["pred_score"].append(prediction.pred_score)
-            outputs["anomaly_map"].append(prediction.anomaly_map)
-            outputs["gt_label"].append(batch.gt_label)
-            outputs["gt_mask"].append(batch.gt_mask)
-    return {name: torch.cat(values) for name, values in outputs.items()}
-
-
-def adaptive_threshold(scores: torch.Tensor, labels: torch.Tensor, fields: list[str]) -> float:
-    """anomalib's F1-adaptive threshold of ``scores`` against ``labels``."""
-    metric = F1AdaptiveThreshold(fields=fields)
-    metric.update(SimpleNamespace(**dict(zip(fields, (scores, labels), strict=True))))
-    return float(metric.compute())
-
-
 # ----------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def trained(two_categories: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -150,29 +132,13 @@ def tested(trained: dict[str, Any], two_categories: Path, tmp_path_factory: pyte
 
 # -------------------------------------------------------------------------------------------------------- tests
 def test_reported_auroc_is_that_of_the_raw_scores(trained: dict[str, Any], tested: dict[str, Any]) -> None:
-    model, datamodule, results = trained["model"], tested["datamodule"], tested["results"]
-    raw = raw_outputs(model, datamodule.test_dataloader())
-    assert raw["pred_score"].shape[0] == len(datamodule.test_data)
-    assert 0 < int(raw["gt_label"].sum()) < len(raw["gt_label"])  # both classes among the scored images
-    assert raw["pred_score"].unique().numel() > 1  # not a degenerate (constant) score
-    expected_image = float(binary_auroc(raw["pred_score"], raw["gt_label"].int()))
-    assert results["image_AUROC"] == pytest.approx(expected_image, abs=1e-6)
-    assert raw["anomaly_map"].shape == raw["gt_mask"].shape  # both at the model's input size
-    expected_pixel = float(binary_auroc(raw["anomaly_map"].flatten(), raw["gt_mask"].flatten().int()))
-    assert results["pixel_AUROC"] == pytest.approx(expected_pixel, abs=1e-6)
+    assert_reported_auroc_is_that_of_the_raw_scores(trained["model"], tested["datamodule"], tested["results"])
 
 
 def test_thresholds_come_from_the_targets_held_out_split(trained: dict[str, Any], tested: dict[str, Any]) -> None:
     model, datamodule = trained["model"], tested["datamodule"]
+    assert_thresholds_come_from_the_held_out_split(model, datamodule)
     validation_paths = set(map(str, datamodule.val_data.samples["image_path"]))
-    test_paths = set(map(str, datamodule.test_data.samples["image_path"]))
-    assert validation_paths
-    assert not validation_paths & test_paths
-    raw = raw_outputs(model, datamodule.val_dataloader())
-    image_threshold = adaptive_threshold(raw["pred_score"], raw["gt_label"], ["pred_score", "gt_label"])
-    pixel_threshold = adaptive_threshold(raw["anomaly_map"], raw["gt_mask"], ["anomaly_map", "gt_mask"])
-    assert float(model.post_processor.image_threshold) == pytest.approx(image_threshold, abs=1e-6)
-    assert float(model.post_processor.pixel_threshold) == pytest.approx(pixel_threshold, abs=1e-6)
     assert any(
         f"thresholds calibrated on {len(validation_paths)} held-out validation images of the target" in message
         for message in tested["messages"]

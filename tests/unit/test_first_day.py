@@ -54,3 +54,33 @@ def test_simclip_plus_without_a_train_split_says_what_is_missing(tmp_path: Path)
         model.prepare_for_scoring(trainer, "predict")
     assert "none has none" not in str(raised.value)
     assert "k_shot=1" in str(raised.value)
+
+
+def test_calibration_refuses_a_validation_split_that_shares_images_with_the_scored_split(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A validation split overlapping the test split is not used: thresholds fall back to 0.5, with a warning."""
+    import logging
+
+    import pandas as pd
+
+    from anomalib_clipad.training.calibration import PROBABILITY_THRESHOLD, calibrate_on_target
+    from anomalib_clipad.training.thresholds import RawScorePostProcessor, get_thresholds
+
+    class Split(SimpleNamespace):
+        def __len__(self) -> int:
+            return len(self.samples)
+
+    shared = "/data/test/hole/000.png"
+    datamodule = SimpleNamespace(
+        val_split_mode="from_dir",
+        val_data=Split(samples=pd.DataFrame({"image_path": [shared, "/data/val/good/000.png"]})),
+        test_data=Split(samples=pd.DataFrame({"image_path": [shared, "/data/test/good/001.png"]})),
+        val_dataloader=lambda: pytest.fail("the overlapping validation split was scored"),
+        seed=0,
+    )
+    model = SimpleNamespace(post_processor=RawScorePostProcessor())
+    with caplog.at_level(logging.WARNING, logger="anomalib_clipad.training.calibration"):
+        calibrate_on_target(SimpleNamespace(datamodule=datamodule), model)
+    assert get_thresholds(model.post_processor) == {"image": PROBABILITY_THRESHOLD, "pixel": PROBABILITY_THRESHOLD}
+    assert "no validation split disjoint from its test split" in caplog.text

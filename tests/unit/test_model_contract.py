@@ -232,3 +232,28 @@ def test_leakage_guard_holds_after_a_reload(spec: ModelSpec, target: MVTecAD, tm
     for reloaded in (spec.lightning_class.load_from_checkpoint(checkpoint), _build(spec, learned_state=str(learned))):
         with pytest.raises(DataLeakageError):
             reloaded.prepare_for_scoring(_trainer(tmp_path, target), "test")
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_calibrated_thresholds_travel_with_the_learned_state_to_an_export(
+    spec: ModelSpec, target: MVTecAD, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Thresholds calibrated on a held-out split are stored in the file; a model built from it exports with them."""
+    import logging
+
+    from anomalib_clipad.training.thresholds import get_thresholds, set_normalization, set_thresholds
+
+    model = _set_up(spec, target, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="anomalib_clipad.models.base"):
+        assert model.warn_if_uncalibrated()  # nothing calibrated yet: an export says so
+    assert "exported with uncalibrated thresholds" in caplog.text
+    set_thresholds(model.post_processor, 0.25, 0.75)  # what a held-out calibration leaves
+    if model.post_processor.enable_normalization:
+        set_normalization(model.post_processor, (0.1, 0.9), (0.2, 0.8))
+    path = model.write_learned_state(_trainer(tmp_path, target))
+    assert LearnedState.load(path).thresholds["source"] == "held_out"
+    restored = _build(spec, learned_state=str(path))
+    assert get_thresholds(restored.post_processor) == pytest.approx({"image": 0.25, "pixel": 0.75})
+    if restored.post_processor.enable_normalization:
+        assert float(restored.post_processor.pixel_max) == pytest.approx(0.8)
+    assert not restored.warn_if_uncalibrated()

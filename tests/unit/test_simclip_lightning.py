@@ -147,6 +147,18 @@ def test_trains_on_auxiliary_data_and_tests_another_category(trained: dict) -> N
     assert trained["prompts"][0].stat().st_size < 200_000
 
 
+def test_reported_auroc_is_raw_and_thresholds_come_from_the_held_out_split(trained: dict, dataset: Path) -> None:
+    from raw_scores import (
+        assert_reported_auroc_is_that_of_the_raw_scores,
+        assert_thresholds_come_from_the_held_out_split,
+    )
+
+    datamodule = target(dataset)
+    datamodule.setup()  # the same seeded split as the test run
+    assert_reported_auroc_is_that_of_the_raw_scores(trained["model"], datamodule, trained["results"][0])
+    assert_thresholds_come_from_the_held_out_split(trained["model"], datamodule)
+
+
 def test_frozen_image_tower_encodes_each_training_image_once(trained: dict) -> None:
     assert trained["encoded"] == trained["n_train"]  # 2 epochs, each image once
     assert trained["model"].recipe.cache.computed_images == trained["n_train"]
