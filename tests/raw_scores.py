@@ -24,7 +24,10 @@ def raw_outputs(model: Any, loader: Any) -> dict[str, torch.Tensor]:
             outputs["pred_score"].append(prediction.pred_score)
             outputs["anomaly_map"].append(prediction.anomaly_map)
             outputs["gt_label"].append(batch.gt_label)
-            outputs["gt_mask"].append(batch.gt_mask)
+            mask = batch.gt_mask.float()
+            if mask.shape[-2:] != prediction.anomaly_map.shape[-2:]:  # images smaller than the model input
+                mask = torch.nn.functional.interpolate(mask.unsqueeze(1), prediction.anomaly_map.shape[-2:]).squeeze(1)
+            outputs["gt_mask"].append(mask.bool())
     return {name: torch.cat(values) for name, values in outputs.items()}
 
 
