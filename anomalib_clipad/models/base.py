@@ -66,6 +66,7 @@ from anomalib_clipad.models.common import (
 )
 from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, Provenance, read_learned_state
 from anomalib_clipad.training.calibration import calibrate_on_target
+from anomalib_clipad.training.evaluation import ComputableMetricsEvaluator
 from anomalib_clipad.training.normal_calibration import (
     HELD_OUT,
     NORMAL_ONLY,
@@ -195,6 +196,11 @@ class ClipModelMixin(QuietExportMixin):
     def configure_post_processor(cls) -> PostProcessor:
         """Anomalib's post-processor; for :attr:`raw_scores` models, raw probabilities thresholded at raw thresholds."""
         return RawScorePostProcessor() if cls.raw_scores else PostProcessor()
+
+    @staticmethod
+    def configure_evaluator() -> ComputableMetricsEvaluator:
+        """Anomalib's default metrics; those no batch fed (pixel metrics without masks) are left out, said once."""
+        return ComputableMetricsEvaluator.default()
 
     @property
     def learning_type(self) -> LearningType:

@@ -5,15 +5,18 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from anomalib.data import MVTecAD
+from anomalib.data import Folder, MVTecAD
 from anomalib.engine import Engine
 
 from anomalib_clipad.models.common import refuse_other_settings
 from anomalib_clipad.registry import MODELS, Protocol, get_spec
+from anomalib_clipad.training.evaluation import ComputableMetricsEvaluator
 
 AUXILIARY = [pytest.param(spec, id=spec.name) for spec in MODELS if spec.protocol is Protocol.AUXILIARY_DATA]
 
@@ -84,3 +87,41 @@ def test_calibration_refuses_a_validation_split_that_shares_images_with_the_scor
         calibrate_on_target(SimpleNamespace(datamodule=datamodule), model)
     assert get_thresholds(model.post_processor) == {"image": PROBABILITY_THRESHOLD, "pixel": PROBABILITY_THRESHOLD}
     assert "no validation split disjoint from its test split" in caplog.text
+
+
+def test_a_dataset_without_masks_leaves_the_pixel_metrics_out_and_says_so_once(
+    synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``Folder`` without masks: no torchmetrics "compute before update" warning, one line names the metrics."""
+    datamodule = Folder(
+        name="widget",
+        root=synthetic_root / "widget",
+        normal_dir="train/good",
+        abnormal_dir="test/hole",
+        normal_test_dir="test/good",
+        val_split_mode="from_test",
+        val_split_ratio=0.5,
+        train_batch_size=4,
+        eval_batch_size=4,
+        num_workers=0,
+        seed=0,
+    )
+    model = get_spec("WinCLIPPlus").build_tiny(k_shot=1, class_name="widget")
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        results = engine.test(model, datamodule=datamodule)
+    before_update = [str(w.message) for w in caught if "called before the ``update``" in str(w.message)]
+    assert before_update == []
+    assert set(results[0]) == {"image_AUROC", "image_F1Score"}
+    said = [record.getMessage() for record in caplog.records if "metrics left out" in record.getMessage()]
+    assert len(said) == 1, said
+    assert "pixel_AUROC" in said[0]
+    assert "pixel_F1Score" in said[0]
+    assert "no test batch had gt_mask;" in said[0]
+
+
+@pytest.mark.parametrize("spec", [pytest.param(spec, id=spec.name) for spec in MODELS])
+def test_every_model_leaves_out_metrics_no_batch_fed(spec) -> None:
+    """The evaluator comes from the shared base: every model leaves out the metrics its data cannot feed."""
+    assert isinstance(spec.lightning_class.configure_evaluator(), ComputableMetricsEvaluator)

@@ -120,6 +120,7 @@ def test_direct_anomalib_subclass_with_the_shared_surface(spec: ModelSpec) -> No
         "load_from_checkpoint",
         "configure_pre_processor",
         "configure_post_processor",
+        "configure_evaluator",
         "validation_step",
         "configure_callbacks",
         "on_save_checkpoint",
