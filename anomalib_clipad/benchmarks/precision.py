@@ -57,7 +57,8 @@ The table (one per model), a row per precision, eager torch f32 first:
 * ``IR MiB``: the IR's ``.xml`` + ``.bin``; ``export s``: the time ``export_openvino`` took (NNCF's calibration and
   validation included);
 * ``max|Δscore|``, ``max|Δmap|``: the largest absolute difference to eager torch f32 of ``pred_score`` and
-  ``anomaly_map`` (the pipeline's normalised outputs, before thresholding) over the scored images;
+  ``anomaly_map`` (the pipeline's outputs before thresholding: normalised, or raw probabilities for AnomalyCLIP and
+  SimCLIP, which report them raw) over the scored images;
 * ``Spearman``: the rank correlation of the image scores with eager torch f32's (``n/a`` where one side gave every
   image the same score);
 * ``ΔAUROC img`` / ``ΔAUROC px``: this row's image / pixel AUROC minus eager torch f32's, in points (the masks are
@@ -973,7 +974,7 @@ def _notes(rows: Sequence[PrecisionRow], trace_seconds: float) -> list[str]:
     for row in rows:
         if row.fell_back:
             notes.append(
-                f"  {row.label} ran at {row.runs_at}: this CPU lacks {row.label} support (bf16: AVX512-BF16 or AMX), "
+                f"  {row.label} ran at {row.runs_at}: this CPU lacks {row.label} (for bf16: AVX512-BF16 or AMX), "
                 f"so the row repeats the {row.runs_at} IR's figures with fresh timings; it is not recommended"
             )
     if any(row.error is None and not math.isfinite(row.spearman) and row.label != TORCH for row in rows):
