@@ -58,6 +58,10 @@ The configuration format is anomalib's (``accelerator`` plus a ``benchmark`` sec
   stands for every model of :data:`anomalib_clipad.registry.MODELS` with its ``tiny`` and ``few_shot`` settings
   (WinCLIPPlus zero- and few-shot), the auxiliary-data models fitted on ``auxiliary_train_data``
   (:func:`registry_model_entries`): a new registry row enters such a grid with no change to the configuration.
+* ``deploy``: ``torch`` and ``openvino:<precision>`` names (``--deploy`` on the command line replaces it), and
+  ``deploy`` in an entry of ``benchmark.model.grid`` for that entry's jobs: each job then also exports its fitted
+  model to an OpenVINO IR at each precision and scores the test split with it, one row per deployment beside the
+  torch row (:mod:`anomalib_clipad.benchmarks.deploy`; the CSV's ``deploy``, ``runtime`` and ``precision`` columns).
 * ``published``: the papers' numbers, read by :mod:`anomalib_clipad.benchmarks.results_page` only.
 
 Results are written to ``runs/benchmark/<timestamp>/results.csv`` like upstream, with a copy of the configuration
