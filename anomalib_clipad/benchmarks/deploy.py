@@ -286,27 +286,25 @@ def inference_precision(compiled: Any) -> str:
 
 
 class ExportedIR(NamedTuple):
-    """An exported and compiled IR (:func:`export_and_compile`)."""
+    """An IR written by :func:`export_ir`: its ``.xml`` path and the seconds the export took."""
 
     path: Path
-    compiled: Any
-    export_seconds: float
-    compile_seconds: float
+    seconds: float
 
 
-def export_and_compile(module: Any, datamodule: Any, deployment: Deployment, export_root: Path) -> ExportedIR:
-    """Export ``module`` to an OpenVINO IR at the deployment's precision and compile it for the CPU.
+def export_ir(module: Any, datamodule: Any, deployment: Deployment, export_root: Path) -> ExportedIR:
+    """Export ``module`` to an OpenVINO IR at the deployment's precision.
 
     The export is :func:`anomalib_clipad.precision.export_openvino` (``to_openvino`` with the precision's
-    compression), with the exporter's per-node logging silenced (:func:`anomalib_clipad.export.quiet_export`, also for
-    anomalib's own models).
+    compression; calibrating precisions get :func:`calibration_datamodule`), with the exporter's per-node logging
+    silenced (:func:`anomalib_clipad.export.quiet_export`, also for anomalib's own models).
 
     Raises:
         TypeError: The model has no ``to_openvino``.
         ValueError: A calibrating precision without a held-out validation split (:func:`calibration_datamodule`).
     """
     from anomalib_clipad.export import QUIET_ONNX_KWARGS, quiet_export
-    from anomalib_clipad.precision import compile_openvino, export_openvino
+    from anomalib_clipad.precision import export_openvino
 
     name = type(module).__name__
     if not callable(getattr(module, "to_openvino", None)):
@@ -318,7 +316,11 @@ def export_and_compile(module: Any, datamodule: Any, deployment: Deployment, exp
         record.path = export_openvino(
             module, export_root, deployment.precision, data, onnx_kwargs=dict(QUIET_ONNX_KWARGS)
         )
-    export_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    compiled = compile_openvino(record.path, deployment.precision, OPENVINO_DEVICE)
-    return ExportedIR(Path(record.path), compiled, export_seconds, time.perf_counter() - start)
+    return ExportedIR(Path(record.path), time.perf_counter() - start)
+
+
+def compile_ir(path: Path, deployment: Deployment) -> Any:
+    """Compile an IR for the CPU at the deployment's inference precision (``precision.compile_openvino``)."""
+    from anomalib_clipad.precision import compile_openvino
+
+    return compile_openvino(path, deployment.precision, OPENVINO_DEVICE)
