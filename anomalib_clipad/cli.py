@@ -5,8 +5,9 @@
 
 * ``anomalib-clipad demo``: generate a small synthetic MVTec-layout dataset and run zero-shot WinCLIP and 1-shot
   WinCLIP+ on it through anomalib's ``Engine`` (metrics printed, anomalib's visualisations written).
-* ``anomalib-clipad benchmark --config cfg.yaml``: anomalib's benchmark pipeline with its zero-/few-shot and class-path
-  bugs fixed (:mod:`anomalib_clipad.benchmarks.pipeline`).
+* ``anomalib-clipad benchmark --config cfg.yaml [--deploy openvino:int8 ...]``: anomalib's benchmark pipeline with its
+  zero-/few-shot and class-path bugs fixed (:mod:`anomalib_clipad.benchmarks.pipeline`); ``--deploy`` adds rows of
+  the models exported to OpenVINO at a precision beside the torch rows (:mod:`anomalib_clipad.benchmarks.deploy`).
 * ``anomalib-clipad results --csv runs/benchmark/<timestamp>/results.csv``: the results page of a benchmark run (ours
   beside the papers' numbers, markdown and a PNG heat map; :mod:`anomalib_clipad.benchmarks.results_page`).
 * ``anomalib-clipad generate-data``: write the synthetic dataset only (e.g. for ``configs/data/synthetic_folder.yaml``).
@@ -31,6 +32,16 @@ RANDOM_WEIGHTS_BANNER = """
 
 _DEFAULT_CATEGORY = {"object": "bottle", "texture": "carpet"}
 _METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score")
+
+
+def _deployment_name(text: str) -> str:
+    """``--deploy``'s type: the canonical deployment name (``openvino:int8_ptq``), or argparse's error."""
+    from anomalib_clipad.benchmarks.deploy import parse_deployment
+
+    try:
+        return parse_deployment(text).name
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -72,6 +83,19 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     benchmark.add_argument("--config", type=Path, required=True, help="benchmark YAML file")
+    benchmark.add_argument(
+        "--deploy",
+        nargs="+",
+        action="extend",
+        type=_deployment_name,
+        default=None,
+        metavar="DEPLOYMENT",
+        help=(
+            "also score each job's model exported to OpenVINO, one row per deployment beside the torch row: "
+            "openvino:<precision>, <precision> one of f32, bf16, fp16, int8, int8_ptq, int8_acq (e.g. --deploy "
+            "openvino:f32 openvino:int8); replaces the configuration's top-level `deploy` list"
+        ),
+    )
 
     results = subparsers.add_parser(
         "results",
@@ -215,7 +239,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     from anomalib_clipad.benchmarks.pipeline import run_benchmark
 
     try:
-        ok = run_benchmark(args.config)
+        ok = run_benchmark(args.config, deploy=args.deploy)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -39,6 +39,19 @@ from anomalib.pipelines.components.base import Pipeline
 from anomalib.pipelines.components.runners import ParallelRunner, SerialRunner
 from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
 
+from anomalib_clipad.benchmarks.deploy import (
+    DEPLOY_KEY,
+    OPENVINO_DEVICE,
+    TORCH_F32,
+    Deployment,
+    compile_ir,
+    deployment_columns,
+    export_ir,
+    inference_precision,
+    parse_deployments,
+    score_openvino,
+    torch_precision,
+)
 from anomalib_clipad.benchmarks.memory import PeakMemory
 from anomalib_clipad.benchmarks.pipeline import (
     RESULTS_DIR,
@@ -154,6 +167,8 @@ class ClipadBenchmarkJob(BenchmarkJob):
         start_time: when the run started (``time.time()``), for the elapsed time printed.
         trained: where a model fitted on ``train_data`` is kept for the next jobs of this process (default: a cache
             of this job alone).
+        deploy: the deployment names of the job's rows (:mod:`~anomalib_clipad.benchmarks.deploy`; default: the torch
+            row only). ``torch`` comes first whatever the order.
     """
 
     name = "benchmark"
@@ -169,6 +184,7 @@ class ClipadBenchmarkJob(BenchmarkJob):
         total: int = 1,
         start_time: float | None = None,
         trained: TrainedModels | None = None,
+        deploy: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         # Keep the picklable configuration, not instances: models are built inside ``run`` (one process per job with
         # ParallelRunner; one failing configuration does not abort the others).
@@ -181,6 +197,12 @@ class ClipadBenchmarkJob(BenchmarkJob):
         self.total = total
         self.start_time = time.time() if start_time is None else start_time
         self.trained = TrainedModels() if trained is None else trained
+        self.deploy = [deployment.name for deployment in parse_deployments(list(deploy or []))]
+
+    @property
+    def deployments(self) -> list[Deployment]:
+        """The job's deployments: torch first, then those of ``deploy``."""
+        return parse_deployments(self.deploy)
 
     @property
     def label(self) -> str:
@@ -246,15 +268,16 @@ class ClipadBenchmarkJob(BenchmarkJob):
         self.trained.put(_TrainedModel(key, model, fit_duration, job))
         return model, fit_duration, False
 
-    def run(self, task_id: int | None = None) -> dict[str, Any]:
-        """Fit and test one model on one datamodule.
+    def run(self, task_id: int | None = None) -> list[dict[str, Any]]:
+        """Fit and test one model on one datamodule; then export and score it for each deployment.
 
         Args:
             task_id: Device index when run by the parallel runner.
 
         Returns:
-            Durations, the flattened configuration and the test metrics; for a failed job, the configuration and an
-            ``error`` entry (the traceback goes to the log).
+            One row per deployment (torch first): durations, the flattened configuration and the test metrics; for a
+            failed deployment, the configuration and an ``error`` entry (the traceback goes to the log). When the torch
+            part fails (building, fitting or testing the model), every deployment's row has that error.
         """
         from anomalib.data import AnomalibDataModule
         from anomalib.engine import Engine
@@ -263,6 +286,7 @@ class ClipadBenchmarkJob(BenchmarkJob):
 
         devices = self._devices(task_id)
         trainer_args = self.config.get(TRAINER_KEY) or {}
+        deployments = self.deployments
         job_start = time.time()
         print(
             f"job {self.index} of {self.total}: {self.label} (elapsed {_format_elapsed(job_start - self.start_time)})",
@@ -273,59 +297,121 @@ class ClipadBenchmarkJob(BenchmarkJob):
             "category": category_of(self.config["data"]),
             "k_shot": _init_args(self.config["model"]).get("k_shot"),
         }
+        torch_columns = deployment_columns(TORCH_F32, torch_precision(trainer_args))
         memory = PeakMemory(self.accelerator, None if isinstance(devices, str) else devices[0])
+        with TemporaryDirectory() as temp_dir:
+            try:
+                with memory:
+                    seed_everything(self.seed)
+                    evaluator = build_evaluator(self.metrics)
+                    model = instantiate(
+                        self.config["model"], AnomalibModule, "model", {"evaluator": evaluator, "visualizer": False}
+                    )
+                    datamodule = instantiate(self.config["data"], AnomalibDataModule, "data")
+                    identity.update(dataset=type(datamodule).__name__, k_shot=getattr(model.hparams, "k_shot", None))
+
+                    def engine_factory(callbacks: list[Any] | None = None) -> Any:
+                        engine_args = {"accelerator": self.accelerator, "devices": devices, **trainer_args}
+                        return Engine(**engine_args, default_root_dir=temp_dir, callbacks=callbacks)
+
+                    fitted, fit_duration, reused = self._fit(model, engine_factory, datamodule)
+                    if reused and fitted.evaluator is not None and "evaluator" not in _init_args(self.config["model"]):
+                        fitted.evaluator = evaluator  # fresh metrics for this target
+                    timer = JobTiming(f"job {self.index} ({self.label})")
+                    test_start = time.time()
+                    test_results = engine_factory([timer]).test(model=fitted, datamodule=datamodule)
+                    test_end = time.time()
+            except Exception as exc:
+                # A failed job still gets its rows (with the error), and the pipeline's exit code reports it.
+                logger.exception("Benchmark job failed: %s", self.flat_cfg)
+                error = f"{type(exc).__name__}: {exc}"
+                print(f"job {self.index} of {self.total} FAILED: {error[:300]}", flush=True)
+                columns = [torch_columns, *(deployment_columns(deployment) for deployment in deployments[1:])]
+                return [
+                    {"accelerator": self.accelerator, **identity, **deployed, **self.flat_cfg, "error": error}
+                    for deployed in columns
+                ]
+            metrics = test_results[0] if test_results else {}
+            seconds_per_image = timer.seconds_per_image or math.nan
+            test_duration = test_end - test_start
+            images_per_second = timer.images / test_duration if timer.images and test_duration > 0 else math.nan
+            common = {"fit_duration": fit_duration, "fit_reused": reused, "model": type(model).__name__, **identity}
+            output = {
+                "accelerator": self.accelerator,
+                "job_duration": test_end - job_start,
+                "test_duration": test_duration,
+                "seconds_per_image": seconds_per_image,
+                "n_test_images": timer.images,
+                "images_per_second": images_per_second,
+                "peak_memory_MiB": memory.peak_mib,
+                "peak_memory_source": memory.source,
+                **common,
+                **torch_columns,
+                **self.flat_cfg,
+                **metrics,
+            }
+            shown = "  ".join(f"{name} {metrics[name]:.3f}" for name in _PRINTED_METRICS if name in metrics)
+            print(
+                f"job {self.index} of {self.total} done in {test_end - job_start:.1f} s: {shown}  "
+                f"{seconds_per_image:.3f} s per image ({timer.images} test images), {images_per_second:.1f} "
+                f"images/s, peak memory {memory.peak_mib:.0f} MiB ({memory.source})",
+                flush=True,
+            )
+            logger.info("Completed with result %s", output)
+            rows = [output]
+            for deployment in deployments[1:]:
+                rows.append(self._run_deployed(deployment, fitted, datamodule, Path(temp_dir), common))
+        return rows
+
+    def _run_deployed(
+        self, deployment: Deployment, model: Any, datamodule: Any, temp_dir: Path, common: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Export the fitted, calibrated ``model`` for ``deployment``, score the test split with the IR: one row.
+
+        Returns:
+            The row: the torch row's columns (``fit_duration``, identity), the metrics, ``export_duration``,
+            ``compile_duration``, ``test_duration``, ``seconds_per_image`` (IR inference calls), ``images_per_second``
+            (test images / wall time of the scoring loop), ``peak_memory_MiB`` (what compiling the IR and scoring
+            added, RSS) and ``inference_precision`` (OpenVINO's, read back); or an ``error`` entry.
+        """
+        start = time.time()
+        columns = {"accelerator": self.accelerator, **common, **deployment_columns(deployment)}
+        columns["deploy_device"] = OPENVINO_DEVICE
+        label = f"job {self.index} of {self.total} {deployment.name}"
+        memory = PeakMemory("cpu")  # OpenVINO runs on the CPU whatever the job's accelerator
         try:
-            with memory, TemporaryDirectory() as temp_dir:
-                seed_everything(self.seed)
-                evaluator = build_evaluator(self.metrics)
-                model = instantiate(
-                    self.config["model"], AnomalibModule, "model", {"evaluator": evaluator, "visualizer": False}
-                )
-                datamodule = instantiate(self.config["data"], AnomalibDataModule, "data")
-                identity.update(dataset=type(datamodule).__name__, k_shot=getattr(model.hparams, "k_shot", None))
-
-                def engine_factory(callbacks: list[Any] | None = None) -> Any:
-                    engine_args = {"accelerator": self.accelerator, "devices": devices, **trainer_args}
-                    return Engine(**engine_args, default_root_dir=temp_dir, callbacks=callbacks)
-
-                fitted, fit_duration, reused = self._fit(model, engine_factory, datamodule)
-                if reused and fitted.evaluator is not None and "evaluator" not in _init_args(self.config["model"]):
-                    fitted.evaluator = evaluator  # fresh metrics for this target
-                timer = JobTiming(f"job {self.index} ({self.label})")
-                test_start = time.time()
-                test_results = engine_factory([timer]).test(model=fitted, datamodule=datamodule)
-                test_end = time.time()
+            exported = export_ir(model, datamodule, deployment, temp_dir / deployment.name.replace(":", "_"))
+            with memory:
+                compile_start = time.time()
+                compiled = compile_ir(exported.path, deployment)
+                compile_duration = time.time() - compile_start
+                scores = score_openvino(model, datamodule, compiled, self.metrics)
         except Exception as exc:
-            # A failed job still gets its row (with the error), and the pipeline's exit code reports it.
-            logger.exception("Benchmark job failed: %s", self.flat_cfg)
-            error = f"{type(exc).__name__}: {exc}"
-            print(f"job {self.index} of {self.total} FAILED: {error[:300]}", flush=True)
-            return {"accelerator": self.accelerator, **identity, **self.flat_cfg, "error": error}
-        job_end = time.time()
-        metrics = test_results[0] if test_results else {}
-        seconds_per_image = timer.seconds_per_image or math.nan
-        test_duration = test_end - test_start
-        images_per_second = timer.images / test_duration if timer.images and test_duration > 0 else math.nan
+            logger.exception("Deployment %s of benchmark job failed: %s", deployment.name, self.flat_cfg)
+            error = f"{deployment.name} of {common['model']}: {type(exc).__name__}: {exc}"
+            print(f"{label} FAILED: {error[:300]}", flush=True)
+            return {**columns, **self.flat_cfg, "error": error}
+        seconds_per_image = scores.inference_seconds / scores.images if scores.images else math.nan
+        images_per_second = scores.images / scores.seconds if scores.images and scores.seconds > 0 else math.nan
         output = {
-            "accelerator": self.accelerator,
-            "job_duration": job_end - job_start,
-            "fit_duration": fit_duration,
-            "test_duration": test_duration,
+            **columns,
+            "job_duration": time.time() - start,
+            "export_duration": exported.seconds,
+            "compile_duration": compile_duration,
+            "test_duration": scores.seconds,
             "seconds_per_image": seconds_per_image,
-            "n_test_images": timer.images,
+            "n_test_images": scores.images,
             "images_per_second": images_per_second,
             "peak_memory_MiB": memory.peak_mib,
             "peak_memory_source": memory.source,
-            "fit_reused": reused,
-            "model": type(model).__name__,
-            **identity,
+            "inference_precision": inference_precision(compiled),
             **self.flat_cfg,
-            **metrics,
+            **scores.metrics,
         }
-        shown = "  ".join(f"{name} {metrics[name]:.3f}" for name in _PRINTED_METRICS if name in metrics)
+        shown = "  ".join(f"{name} {scores.metrics[name]:.3f}" for name in _PRINTED_METRICS if name in scores.metrics)
         print(
-            f"job {self.index} of {self.total} done in {job_end - job_start:.1f} s: {shown}  "
-            f"{seconds_per_image:.3f} s per image ({timer.images} test images), {images_per_second:.1f} images/s, "
+            f"{label} done in {output['job_duration']:.1f} s (export {exported.seconds:.1f} s): {shown}  "
+            f"{seconds_per_image:.3f} s per image ({scores.images} test images), {images_per_second:.1f} images/s, "
             f"peak memory {memory.peak_mib:.0f} MiB ({memory.source})",
             flush=True,
         )
@@ -333,9 +419,10 @@ class ClipadBenchmarkJob(BenchmarkJob):
         return output
 
     @staticmethod
-    def collect(results: list[dict[str, Any]]) -> pd.DataFrame:
-        """One row per job, columns = union of all jobs' keys (empty where a job has no such key)."""
-        return pd.DataFrame(results)
+    def collect(results: list[dict[str, Any] | list[dict[str, Any]]]) -> pd.DataFrame:
+        """One row per job and deployment, columns = union of all rows' keys (empty where a row has no such key)."""
+        rows = [row for result in results for row in (result if isinstance(result, list) else [result])]
+        return pd.DataFrame(rows)
 
     @staticmethod
     def save(result: pd.DataFrame) -> None:
@@ -372,6 +459,7 @@ class ClipadBenchmarkJobGenerator(JobGenerator):
         metrics: the test metric names (default: :data:`~anomalib_clipad.benchmarks.pipeline.DEFAULT_METRICS`).
         run_dir: folder of the results CSV (default: ``runs/benchmark/<timestamp>``).
         trained: the cache of fitted models shared by the jobs (default: a new one).
+        deploy: the run's deployment names (default: the torch row only); a model entry's ``deploy`` wins for its jobs.
     """
 
     def __init__(
@@ -380,9 +468,11 @@ class ClipadBenchmarkJobGenerator(JobGenerator):
         metrics: list[str] | None = None,
         run_dir: Path | None = None,
         trained: TrainedModels | None = None,
+        deploy: list[str] | None = None,
     ) -> None:
         self.accelerator = accelerator
         self.metrics = metrics
+        self.deploy = [deployment.name for deployment in parse_deployments(deploy, DEPLOY_KEY)]
         self.results = BenchmarkResults(run_dir)
         self.trained = TrainedModels() if trained is None else trained
 
@@ -437,6 +527,7 @@ class ClipadBenchmarkJobGenerator(JobGenerator):
                 total=len(containers),
                 start_time=start_time,
                 trained=self.trained,
+                deploy=self.deploy if entry.deploy is None else entry.deploy,
             )
 
 
@@ -450,13 +541,16 @@ class ClipadBenchmark(Pipeline):
         accelerators = accelerators if isinstance(accelerators, list) else [accelerators]
         metrics = args.get("metrics")
         build_evaluator(metrics)  # an unknown metric name stops the run before any job
+        deploy = parse_deployments(args.get(DEPLOY_KEY), DEPLOY_KEY)  # so does an unknown deployment
         runners = []
         for accelerator in accelerators:
             if accelerator not in SUPPORTED_ACCELERATORS:
                 msg = f"Unsupported accelerator {accelerator!r}; expected one of {SUPPORTED_ACCELERATORS}."
                 raise ValueError(msg)
             device_count = torch.cuda.device_count()
-            generator = ClipadBenchmarkJobGenerator(accelerator, metrics, run_dir, trained)
+            generator = ClipadBenchmarkJobGenerator(
+                accelerator, metrics, run_dir, trained, [deployment.name for deployment in deploy]
+            )
             if accelerator == "cpu" or device_count <= 1:
                 runners.append(SerialRunner(generator))
             else:

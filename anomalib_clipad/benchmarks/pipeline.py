@@ -58,6 +58,10 @@ The configuration format is anomalib's (``accelerator`` plus a ``benchmark`` sec
   stands for every model of :data:`anomalib_clipad.registry.MODELS` with its ``tiny`` and ``few_shot`` settings
   (WinCLIPPlus zero- and few-shot), the auxiliary-data models fitted on ``auxiliary_train_data``
   (:func:`registry_model_entries`): a new registry row enters such a grid with no change to the configuration.
+* ``deploy``: ``torch`` and ``openvino:<precision>`` names (``--deploy`` on the command line replaces it), and
+  ``deploy`` in an entry of ``benchmark.model.grid`` for that entry's jobs: each job then also exports its fitted
+  model to an OpenVINO IR at each precision and scores the test split with it, one row per deployment beside the
+  torch row (:mod:`anomalib_clipad.benchmarks.deploy`; the CSV's ``deploy``, ``runtime`` and ``precision`` columns).
 * ``published``: the papers' numbers, read by :mod:`anomalib_clipad.benchmarks.results_page` only.
 
 Results are written to ``runs/benchmark/<timestamp>/results.csv`` like upstream, with a copy of the configuration
@@ -83,6 +87,8 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 import yaml
+
+from anomalib_clipad.benchmarks.deploy import DEPLOY_KEY, parse_deployments
 
 logger = logging.getLogger(__name__)
 
@@ -308,11 +314,14 @@ class ModelEntry(NamedTuple):
         model: The model configuration (``class_path`` and ``init_args``), without the keys below.
         train_data: The datamodule the model is fitted on (``None``: the job's own datamodule).
         trainer: ``Engine`` keyword arguments of the job (``{}``: anomalib's defaults and the model's own).
+        deploy: The entry's own deployment names (``None``: the run's ``deploy``; see
+            :mod:`anomalib_clipad.benchmarks.deploy`).
     """
 
     model: Any
     train_data: Any
     trainer: dict[str, Any]
+    deploy: list[str] | None = None
 
 
 def registry_model_entries(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -403,15 +412,45 @@ def expand_model_grid(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def split_model_entry(entry: Any) -> ModelEntry:
-    """The model configuration of a model entry, its ``train_data`` and its ``trainer`` arguments, apart."""
+    """The model configuration of a model entry, its ``train_data``, ``trainer`` and ``deploy`` values, apart.
+
+    Raises:
+        ValueError: A ``trainer`` that is not a mapping, or an unknown deployment name in ``deploy``.
+    """
     if not isinstance(entry, dict):
         return ModelEntry(entry, None, {})
-    model = {key: value for key, value in entry.items() if key not in {TRAIN_DATA_KEY, TRAINER_KEY}}
+    model = {key: value for key, value in entry.items() if key not in {TRAIN_DATA_KEY, TRAINER_KEY, DEPLOY_KEY}}
     trainer = entry.get(TRAINER_KEY) or {}
     if not isinstance(trainer, dict):
         msg = f"A model entry's {TRAINER_KEY} must be a mapping of Engine arguments, got {trainer!r}."
         raise ValueError(msg)
-    return ModelEntry(model, entry.get(TRAIN_DATA_KEY), dict(trainer))
+    deploy = None
+    if entry.get(DEPLOY_KEY) is not None:
+        where = f"{DEPLOY_KEY} of the model entry {_short_class_name(model)}"
+        deploy = [deployment.name for deployment in parse_deployments(entry[DEPLOY_KEY], where)]
+    return ModelEntry(model, entry.get(TRAIN_DATA_KEY), dict(trainer), deploy)
+
+
+def run_deployments(config: dict[str, Any]) -> list[str]:
+    """The deployment names of a run (its top-level ``deploy``), checked together with every model entry's own.
+
+    Args:
+        config: The parsed configuration.
+
+    Returns:
+        The run's names, ``torch`` first (:func:`~anomalib_clipad.benchmarks.deploy.parse_deployments`).
+
+    Raises:
+        ValueError: An unknown deployment name, at the top or in a model entry; the message lists the choices.
+    """
+    names = [deployment.name for deployment in parse_deployments(config.get(DEPLOY_KEY), DEPLOY_KEY)]
+    benchmark = config.get("benchmark")
+    model = benchmark.get("model") if isinstance(benchmark, dict) else None
+    entries = model.get("grid") if isinstance(model, dict) and isinstance(model.get("grid"), list) else [model]
+    for entry in entries:
+        if isinstance(entry, dict) and REGISTRY_MODELS_KEY not in entry:
+            split_model_entry(entry)
+    return names
 
 
 def _init_args(config: Any) -> dict[str, Any]:
@@ -445,6 +484,7 @@ _SUMMARY_COLUMNS = (
     "model",
     "k_shot",
     "category",
+    "deploy",
     "image_AUROC",
     "pixel_AUROC",
     "pixel_AUPRO",
@@ -475,6 +515,8 @@ def summary_table(result: pd.DataFrame) -> str:
     if "k_shot" not in table.columns and "model.init_args.k_shot" in table.columns:
         table["k_shot"] = table["model.init_args.k_shot"]
     columns = [column for column in _SUMMARY_COLUMNS if column in table.columns]
+    if "deploy" in columns and set(table["deploy"].dropna()) <= {"torch"}:
+        columns.remove("deploy")  # torch rows only: nothing to tell apart
     table = table[columns]
     if "k_shot" in table.columns:
         table["k_shot"] = table["k_shot"].map(lambda value: "" if pd.isna(value) else str(int(value)))
@@ -517,11 +559,13 @@ def _prepare_one_synthetic_dataset(spec: dict[str, Any]) -> Path:
     return folder
 
 
-def run_benchmark(config_path: str | Path) -> bool:
+def run_benchmark(config_path: str | Path, deploy: list[str] | None = None) -> bool:
     """Run the benchmark described by a YAML file (anomalib's format, see the module docstring).
 
     Args:
         config_path: Path of the YAML configuration.
+        deploy: Deployment names (``--deploy``) instead of the configuration's top-level ``deploy``; a model entry's
+            own ``deploy`` still wins for its jobs.
 
     Returns:
         ``True`` when every job succeeded. Tracebacks of failed jobs go to ``runs/pipeline.log``; the results and a
@@ -529,7 +573,8 @@ def run_benchmark(config_path: str | Path) -> bool:
 
     Raises:
         FileNotFoundError: If the configuration file does not exist.
-        ValueError: If the file is not a YAML mapping with a ``benchmark`` section, or names an unknown metric.
+        ValueError: If the file is not a YAML mapping with a ``benchmark`` section, or names an unknown metric or
+            deployment.
     """
     config_path = Path(config_path)
     if not config_path.is_file():
@@ -541,6 +586,9 @@ def run_benchmark(config_path: str | Path) -> bool:
         msg = f"{config_path} must be a YAML mapping with a 'benchmark' section (anomalib's benchmark format)."
         raise ValueError(msg)
     build_evaluator(config.get("metrics"))  # an unknown metric name is a configuration error
+    if deploy is not None:
+        config[DEPLOY_KEY] = list(deploy)
+    run_deployments(config)  # so is an unknown deployment
     prepare_synthetic_dataset(config)
 
     from anomalib.utils.logging import redirect_logs

@@ -19,6 +19,11 @@ Output: ``<out>/<name>.md`` and ``<out>/<name>.png`` (``name``: the configuratio
   ``categories`` column counts them).
 * Failed jobs are listed with their error; they are left out of every mean.
 * The heat map shows our mean of each metric per dataset, model and setting (annotated with Δ where published).
+* A run with deployment rows (``anomalib-clipad benchmark --deploy openvino:<precision>``, the CSV's ``deploy``,
+  ``runtime`` and ``precision`` columns; :mod:`anomalib_clipad.benchmarks.deploy`) gets a ``deployment`` column:
+  ``torch f32`` beside ``openvino <precision>``, in the means (one row per setting and deployment) and per category
+  (each category's rows together, torch first), every row with its own metrics, time per image, throughput and
+  peak memory. A CSV of torch rows only gives the page without that column.
 
 The ``published`` section of a benchmark configuration::
 
@@ -57,6 +62,7 @@ import pandas as pd
 import yaml
 
 __all__ = [
+    "DEPLOYMENT_COLUMN",
     "METRIC_ORDER",
     "PublishedEntry",
     "build_markdown",
@@ -95,6 +101,9 @@ MEMORY_SOURCES = {
 }
 """How the page names each ``peak_memory_source`` of :mod:`anomalib_clipad.benchmarks.memory` in its header."""
 NOT_AVAILABLE = "—"
+DEPLOYMENT_COLUMN = "deployment"
+"""The column :func:`load_results` adds: ``torch f32``, ``openvino int8_ptq``, ... (the page's header too)."""
+TORCH_LABEL = "torch f32"
 _RESOURCE_COLUMNS = (TIME_COLUMN, THROUGHPUT_COLUMN, MEMORY_COLUMN)
 
 
@@ -213,8 +222,9 @@ def load_results(csv_path: str | Path) -> pd.DataFrame:
         csv_path: ``results.csv`` of ``anomalib-clipad benchmark``.
 
     Returns:
-        The rows, with ``model``, ``dataset``, ``category`` (strings), ``k_shot`` (nullable integer) and ``failed``
-        (bool) set from the pipeline's columns (or, for older CSVs, from the flattened configuration).
+        The rows, with ``model``, ``dataset``, ``category``, ``deployment`` (strings), ``k_shot`` (nullable integer)
+        and ``failed`` (bool) set from the pipeline's columns (or, for older CSVs, from the flattened configuration;
+        a CSV without deployment columns is torch f32 throughout).
     """
     frame = pd.read_csv(csv_path)
     n_rows = len(frame)
@@ -238,7 +248,32 @@ def load_results(csv_path: str | Path) -> pd.DataFrame:
     frame["k_shot"] = pd.array([_as_k_shot(value) for value in k_shot], dtype="Int64")
     error = column("error")
     frame["failed"] = error.notna() & (error.astype(str).str.strip() != "")
+    frame[DEPLOYMENT_COLUMN] = [
+        _deployment_label(runtime, precision, deploy)
+        for runtime, precision, deploy in zip(column("runtime"), column("precision"), column("deploy"), strict=True)
+    ]
     return frame
+
+
+def _deployment_label(runtime: Any, precision: Any, deploy: Any) -> str:
+    """``torch f32`` / ``openvino int8_ptq`` from the CSV's ``runtime`` and ``precision`` (or its ``deploy`` name)."""
+    if not pd.isna(runtime) and str(runtime).strip():
+        return f"{runtime} {'' if pd.isna(precision) else precision}".strip()
+    if not pd.isna(deploy) and str(deploy).strip():
+        runtime, _, precision = str(deploy).partition(":")
+        return f"{runtime} {precision or 'f32'}"
+    return TORCH_LABEL
+
+
+def _deployments(frame: pd.DataFrame) -> list[str]:
+    """The deployment labels of the rows: torch first, then in the CSV's order."""
+    labels = list(dict.fromkeys(frame[DEPLOYMENT_COLUMN])) if DEPLOYMENT_COLUMN in frame.columns else []
+    return sorted(labels, key=lambda label: not label.startswith("torch"))  # stable: keeps the CSV's order otherwise
+
+
+def shows_deployments(frame: pd.DataFrame) -> bool:
+    """Whether the page needs a ``deployment`` column: a row that is not torch f32."""
+    return any(label != TORCH_LABEL for label in _deployments(frame))
 
 
 def _setting(k_shot: int | None) -> str:
@@ -334,14 +369,15 @@ def _settings(frame: pd.DataFrame, published: Published, dataset: str, model: st
 
 
 def summarise(frame: pd.DataFrame, published: Published) -> list[dict[str, Any]]:
-    """Our means over categories, per dataset, model and setting, with the matching published entry.
+    """Our means over categories, per dataset, model, setting and deployment, with the matching published entry.
 
     Args:
         frame: :func:`load_results` rows.
         published: :func:`load_published` numbers.
 
     Returns:
-        One dict per ``(dataset, model, setting)``: ``dataset``, ``model``, ``k_shot``, ``per_category`` (the
+        One dict per ``(dataset, model, setting, deployment)`` (a published setting that was not run: one, torch
+        f32): ``dataset``, ``model``, ``k_shot``, ``deployment``, ``per_category`` (the
         per-category table in CSV units), ``mean`` (metric -> our mean in %, ``None`` when no category succeeded),
         ``ms_per_image``, ``images_per_second``, ``peak_memory_MiB`` (means over categories, ``None`` without
         values), ``n_ok``, ``n_categories`` and ``published`` (a :class:`PublishedEntry` or ``None``).
@@ -352,42 +388,48 @@ def summarise(frame: pd.DataFrame, published: Published) -> list[dict[str, Any]]
         for k_shot in _settings(frame, published, dataset, model):
             selected = (frame["dataset"] == dataset) & (frame["model"] == model)
             selected &= frame["k_shot"].isna() if k_shot is None else (frame["k_shot"] == k_shot).fillna(False)
-            rows = frame[selected]
-            table = _per_category(rows, metrics)
-            mean = {
-                name: (_percent(table[name].mean()) if name in table.columns and table[name].notna().any() else None)
-                for name in metrics
-            }
-            resources = {
-                name: table[name].mean() if name in table.columns and table[name].notna().any() else None
-                for name in _RESOURCE_COLUMNS
-            }
-            summaries.append(
-                {
-                    "dataset": dataset,
-                    "model": model,
-                    "k_shot": k_shot,
-                    "per_category": table,
-                    "mean": mean,
-                    "ms_per_image": _milliseconds(resources[TIME_COLUMN]),
-                    THROUGHPUT_COLUMN: resources[THROUGHPUT_COLUMN],
-                    MEMORY_COLUMN: resources[MEMORY_COLUMN],
-                    "n_ok": len(table),
-                    "n_categories": rows["category"].nunique(),
-                    "published": published.find(model, dataset, k_shot),
-                }
-            )
+            for deployment in _deployments(frame[selected]) or [TORCH_LABEL]:
+                summary = _summary(frame[selected & (frame[DEPLOYMENT_COLUMN] == deployment)], metrics)
+                summary.update(dataset=dataset, model=model, k_shot=k_shot, deployment=deployment)
+                summary["published"] = published.find(model, dataset, k_shot)
+                summaries.append(summary)
     return summaries
 
 
-def _means_section(groups: list[dict[str, Any]], metrics: list[str], decimals: int, memory: str) -> list[str]:
-    """The table of the means over categories of one dataset and model (one row per setting), with notes."""
-    header = ["setting", "categories", *metrics, TIME_HEADER, THROUGHPUT_HEADER, memory]
+def _summary(rows: pd.DataFrame, metrics: list[str]) -> dict[str, Any]:
+    """The per-category table and the means over categories of the rows of one group (see :func:`summarise`)."""
+    table = _per_category(rows, metrics)
+    mean = {
+        name: (_percent(table[name].mean()) if name in table.columns and table[name].notna().any() else None)
+        for name in metrics
+    }
+    resources = {
+        name: table[name].mean() if name in table.columns and table[name].notna().any() else None
+        for name in _RESOURCE_COLUMNS
+    }
+    return {
+        "per_category": table,
+        "mean": mean,
+        "ms_per_image": _milliseconds(resources[TIME_COLUMN]),
+        THROUGHPUT_COLUMN: resources[THROUGHPUT_COLUMN],
+        MEMORY_COLUMN: resources[MEMORY_COLUMN],
+        "n_ok": len(table),
+        "n_categories": rows["category"].nunique(),
+    }
+
+
+def _means_section(
+    groups: list[dict[str, Any]], metrics: list[str], decimals: int, memory: str, *, deployments: bool = False
+) -> list[str]:
+    """The table of the means over categories of one dataset and model (one row per setting and deployment)."""
+    header = ["setting", *([DEPLOYMENT_COLUMN] if deployments else []), "categories", *metrics]
+    header += [TIME_HEADER, THROUGHPUT_HEADER, memory]
     rows = []
     notes = []
     for summary in groups:
         entry: PublishedEntry | None = summary["published"]
-        cells = [_setting(summary["k_shot"]), f"{summary['n_ok']} / {summary['n_categories']}"]
+        cells = [_setting(summary["k_shot"]), *([summary[DEPLOYMENT_COLUMN]] if deployments else [])]
+        cells.append(f"{summary['n_ok']} / {summary['n_categories']}")
         for name in metrics:
             paper = entry.mean.get(name) if entry is not None else None
             cells.append(_cell(summary["mean"].get(name), paper, decimals))
@@ -403,26 +445,37 @@ def _means_section(groups: list[dict[str, Any]], metrics: list[str], decimals: i
         if entry is not None and entry.note:
             notes.append(f"{_setting(summary['k_shot'])}: {entry.note}")
     lines = ["Mean over categories:", "", *_table(header, rows)]
+    notes = list(dict.fromkeys(notes))  # a setting's notes once, whatever its number of deployments
     return lines + (["", *(f"* {note}" for note in notes)] if notes else [])
 
 
-def _categories_section(summary: dict[str, Any], metrics: list[str], decimals: int, memory: str) -> list[str]:
-    """The per-category table of one dataset, model and setting (nothing when no category succeeded)."""
-    table: pd.DataFrame = summary["per_category"]
-    if table.empty:
+def _categories_section(
+    summaries: list[dict[str, Any]], metrics: list[str], decimals: int, memory: str, *, deployments: bool = False
+) -> list[str]:
+    """The per-category table of one dataset, model and setting (nothing when no category succeeded).
+
+    A row per category, or per category and deployment (a category's rows together, in the order of ``summaries``).
+    """
+    tables = [(summary, summary["per_category"]) for summary in summaries if not summary["per_category"].empty]
+    if not tables:
         return []
-    entry: PublishedEntry | None = summary["published"]
-    several_runs = bool((table["runs"] > 1).any())
-    header = ["category", *(["runs"] if several_runs else []), *metrics, TIME_HEADER, THROUGHPUT_HEADER, memory]
+    several_runs = any(bool((table["runs"] > 1).any()) for _, table in tables)
+    header = ["category", *([DEPLOYMENT_COLUMN] if deployments else []), *(["runs"] if several_runs else [])]
+    header += [*metrics, TIME_HEADER, THROUGHPUT_HEADER, memory]
+    categories = list(dict.fromkeys(category for _, table in tables for category in table["category"]))
     rows = []
-    for record in table.to_dict("records"):
-        paper_values = entry.per_category.get(record["category"], {}) if entry is not None else {}
-        cells = [record["category"], *([str(record["runs"])] if several_runs else [])]
-        cells += [_cell(_percent(record.get(name)), paper_values.get(name), decimals) for name in metrics]
-        cells.append(_cell(_milliseconds(record.get(TIME_COLUMN)), None, 1))
-        cells += [_format(record.get(THROUGHPUT_COLUMN), 1), _format(record.get(MEMORY_COLUMN), 0)]
-        rows.append(cells)
-    return ["", f"{_setting(summary['k_shot'])}, per category:", "", *_table(header, rows)]
+    for category in categories:
+        for summary, table in tables:
+            entry: PublishedEntry | None = summary["published"]
+            for record in table[table["category"] == category].to_dict("records"):
+                paper_values = entry.per_category.get(category, {}) if entry is not None else {}
+                cells = [category, *([summary[DEPLOYMENT_COLUMN]] if deployments else [])]
+                cells += [str(record["runs"])] if several_runs else []
+                cells += [_cell(_percent(record.get(name)), paper_values.get(name), decimals) for name in metrics]
+                cells.append(_cell(_milliseconds(record.get(TIME_COLUMN)), None, 1))
+                cells += [_format(record.get(THROUGHPUT_COLUMN), 1), _format(record.get(MEMORY_COLUMN), 0)]
+                rows.append(cells)
+    return ["", f"{_setting(summaries[0]['k_shot'])}, per category:", "", *_table(header, rows)]
 
 
 def build_markdown(
@@ -450,8 +503,10 @@ def build_markdown(
     decimals = published.decimals
     metrics = _present_metrics(frame, published)
     n_failed = int(frame["failed"].sum())
+    deployments = shows_deployments(frame)
     lines = [f"# {title}", ""]
-    source = f"`{csv_name}` ({len(frame)} jobs, {n_failed} failed)"
+    rows_text = "rows, one per job and deployment" if deployments else "jobs"
+    source = f"`{csv_name}` ({len(frame)} {rows_text}, {n_failed} failed)"
     if config_name:
         source += f" and `{config_name}`"
     lines.append(
@@ -462,6 +517,16 @@ def build_markdown(
         "included) and the job's peak memory in MiB (`peak_memory_MiB`: CUDA memory allocated on a GPU, the "
         "increase of the process's peak resident set size on a CPU; model and datamodule built, fit and test)."
     )
+    if deployments:
+        lines += [
+            "",
+            "Deployments (`anomalib-clipad benchmark --deploy`): `torch f32` rows are the job's model tested by "
+            "anomalib's `Engine`; an `openvino <precision>` row is the same fitted and calibrated model exported to an "
+            "OpenVINO IR at that precision and run on the CPU, scored on the same test images with the same metrics. "
+            "Its time per image is the IR's inference calls (the pre-processing is in the graph), its images per "
+            "second the test images / wall time of scoring them (no calibration: it is baked into the IR), and its "
+            "peak memory what compiling the IR and scoring added to the process (RSS; the export is not counted).",
+        ]
     if published.entries:
         paper = published.paper or "the paper"
         source_text = f" ({published.source})" if published.source else ""
@@ -477,18 +542,20 @@ def build_markdown(
     for dataset, model in _group_order(frame, published):
         groups = [summary for summary in summaries if (summary["dataset"], summary["model"]) == (dataset, model)]
         lines += ["", f"## {dataset}: {model}", ""]
-        lines += _means_section(groups, metrics, decimals, memory)
-        for summary in groups:
-            lines += _categories_section(summary, metrics, decimals, memory)
+        lines += _means_section(groups, metrics, decimals, memory, deployments=deployments)
+        for k_shot in dict.fromkeys(summary["k_shot"] for summary in groups):
+            same_setting = [summary for summary in groups if summary["k_shot"] == k_shot]
+            lines += _categories_section(same_setting, metrics, decimals, memory, deployments=deployments)
     failed = frame[frame["failed"]]
     if len(failed):
         lines += ["", "## Failed jobs", ""]
         rows = [
             [row["dataset"], row["model"], _setting(None if pd.isna(row["k_shot"]) else int(row["k_shot"])),
-             row["category"], str(row["error"])[:300]]
+             row["category"], *([row[DEPLOYMENT_COLUMN]] if deployments else []), str(row["error"])[:300]]
             for row in failed.to_dict("records")
         ]  # fmt: skip
-        lines += _table(["dataset", "model", "setting", "category", "error"], rows)
+        header = ["dataset", "model", "setting", "category", *([DEPLOYMENT_COLUMN] if deployments else []), "error"]
+        lines += _table(header, rows)
     return "\n".join(lines) + "\n"
 
 
@@ -514,7 +581,11 @@ def plot_heat_map(frame: pd.DataFrame, published: Published, path: str | Path) -
 
     metrics = _present_metrics(frame, published)
     summaries = [summary for summary in summarise(frame, published) if summary["n_ok"]]
-    labels = [f"{s['dataset']} · {s['model']} {_setting(s['k_shot'])}".strip() for s in summaries]
+    deployments = shows_deployments(frame)
+    labels = [
+        f"{s['dataset']} · {s['model']} {_setting(s['k_shot'])}{f' · {s[DEPLOYMENT_COLUMN]}' if deployments else ''}"
+        for s in summaries
+    ]
     values = np.full((max(len(summaries), 1), max(len(metrics), 1)), np.nan)
     for row, summary in enumerate(summaries):
         for column, name in enumerate(metrics):

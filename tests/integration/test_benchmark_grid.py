@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 
 """The CI version of the paper grids: ``anomalib-clipad benchmark`` on ``configs/benchmark/ci_tiny_grid.yaml``, then
-the results page of its CSV.
+the results page of its CSV; and a tiny grid with deployment rows (torch beside the OpenVINO IR).
 
 One subprocess runs the whole grid (two generated categories; anomalib's Patchcore, Padim, Fastflow and
 ReverseDistillation, and every model of the registry: WinCLIPPlus 0/1-shot, PromptAD, DevPrompt, AnomalyCLIP and
@@ -10,6 +10,12 @@ SimCLIP trained once on a third generated dataset), on tiny random-init backbone
 registry entry, ``train_data``, ``trainer``, the metrics on every model's output shapes, the progress lines, the time
 per image, the throughput and the peak memory), not accuracy. The results page is then written in-process, and every
 number of its per-category tables is checked against the CSV.
+
+The deployment grid (``deploy: [torch, openvino:f32]``) runs in-process, to keep its cost to the two exports:
+anomalib's Padim and DevPrompt on a one-block random-init CLIP (the dynamo ONNX export of DevPrompt on the registry's
+eight-block tiny CLIP costs about 24 s of CPU alone), one generated category. Each OpenVINO f32 row must give the torch
+row's metrics within a tolerance, and the results page must show both rows of each model and category, each with its
+own numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from cli_runner import REPO_ROOT, anomalib_clipad
 
@@ -43,8 +50,12 @@ def _expected_jobs(config: dict) -> list[tuple[str, float | None, str]]:
     return jobs
 
 
-def _per_category_tables(markdown: str) -> dict[tuple[str, str], dict[str, dict[str, str]]]:
-    """``(model, setting) -> category -> column -> cell`` of the page's per-category tables."""
+def _per_category_tables(markdown: str, key_columns: int = 1) -> dict[tuple[str, str], dict[str, dict[str, str]]]:
+    """``(model, setting) -> row key -> column -> cell`` of the page's per-category tables.
+
+    The row key is the first ``key_columns`` cells joined by a space: the category, or ``"bottle openvino f32"`` with
+    the deployment column.
+    """
     tables: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
     model = setting = None
     header: list[str] | None = None
@@ -58,7 +69,8 @@ def _per_category_tables(markdown: str) -> dict[tuple[str, str], dict[str, dict[
             if header is None:
                 header = cells
             else:
-                tables.setdefault((model, setting), {})[cells[0]] = dict(zip(header, cells, strict=True))
+                key = " ".join(cells[:key_columns])
+                tables.setdefault((model, setting), {})[key] = dict(zip(header, cells, strict=True))
     return tables
 
 
@@ -125,3 +137,100 @@ def test_ci_grid_and_results_page(tmp_path: Path) -> None:
     summary = re.search(r"^\| 0-shot \| 2 / 2 \| ([0-9.]+) \|", markdown, flags=re.MULTILINE)
     assert summary is not None
     assert math.isclose(float(summary.group(1)), round(mean, 1), abs_tol=1e-9)
+
+
+# A one-block CLIP (the registry's tiny one has eight): DevPrompt's ONNX graph has 196 nodes on it (284 on two
+# blocks), and its OpenVINO export took about 9 s of CPU here, 24 s on the eight-block one.
+ONE_BLOCK_CLIP = "clipad-test-vit-16-l1"
+ONE_BLOCK_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 240, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+# Torch and the f32 IR agree to about 1e-6 on scores and maps (docs/export.md): the metrics may differ only where a
+# score or a pixel sits on a threshold or ties another.
+METRIC_TOLERANCE = 1e-3
+
+
+def _deploy_grid(root: str) -> dict:
+    pre_processor = {
+        "class_path": "anomalib.pre_processing.PreProcessor",
+        "init_args": {"transform": {"class_path": "torchvision.transforms.v2.Resize", "init_args": {"size": [64, 64]}}},
+    }
+    padim = {"backbone": "resnet18", "pre_trained": False, "layers": ["layer1", "layer2"]}
+    devprompt = {
+        "backbone": ONE_BLOCK_CLIP, "pretrained": None, "image_size": 64, "k_shot": 1, "epochs": 1,
+        "n_synthetic_per_shot": 1, "memory_layers": [1],
+    }  # fmt: skip
+    data = {
+        "root": root, "category": "bottle", "train_batch_size": 4, "eval_batch_size": 4, "num_workers": 0, "seed": 0,
+        "val_split_mode": "from_test", "val_split_ratio": 0.5,
+    }  # fmt: skip
+    return {
+        "synthetic_dataset": {"root": root, "category": "bottle", "kind": "object", "n_train": 4, "n_test_good": 4,
+                              "n_test_defect": 1, "image_size": 64, "seed": 0},
+        "accelerator": "cpu",
+        "deploy": ["torch", "openvino:f32"],
+        "benchmark": {
+            "seed": 42,
+            "model": {"grid": [{"class_path": "Padim", "init_args": {**padim, "pre_processor": pre_processor}},
+                               {"class_path": "anomalib_clipad.DevPrompt", "init_args": devprompt}]},
+            "data": {"class_path": "MVTecAD", "init_args": data},
+        },
+    }  # fmt: skip
+
+
+def test_deployed_rows_beside_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import open_clip
+
+    from anomalib_clipad.clip.loading import register_model_configs
+
+    register_model_configs()
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / f"{ONE_BLOCK_CLIP}.json").write_text(json.dumps(ONE_BLOCK_CONFIG))
+    open_clip.add_model_config(tmp_path / "clip")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("anomalib.utils.logging.redirect_logs", lambda log_file: None)  # keep pytest's log handlers
+    (tmp_path / "deploy.yaml").write_text(yaml.safe_dump(_deploy_grid("datasets/deploy")))
+
+    assert main(["benchmark", "--config", "deploy.yaml"]) == 0
+    output = capsys.readouterr().out
+    for index in (1, 2):  # Padim, DevPrompt
+        assert re.search(rf"^job {index} of 2 done in ", output, re.MULTILINE), output[-3000:]
+        assert re.search(rf"^job {index} of 2 openvino:f32 done in .* images/s, peak memory \d+ MiB", output, re.M)
+
+    (csv_path,) = (tmp_path / "runs" / "benchmark").rglob("results.csv")
+    frame = pd.read_csv(csv_path)
+    assert "error" not in frame.columns or frame["error"].isna().all(), frame.get("error")
+    assert list(zip(frame["model"], frame["deploy"], strict=True)) == [
+        ("Padim", "torch"), ("Padim", "openvino:f32"), ("DevPrompt", "torch"), ("DevPrompt", "openvino:f32"),
+    ]  # fmt: skip
+    assert frame["precision"].tolist() == ["f32"] * 4
+    for model, rows in frame.groupby("model", sort=False):
+        torch_row, deployed = rows.iloc[0], rows.iloc[1]
+        for metric in ("image_AUROC", "image_AP", "image_F1Score", "pixel_AUROC", "pixel_AUPRO", "pixel_F1Score"):
+            assert math.isclose(deployed[metric], torch_row[metric], abs_tol=METRIC_TOLERANCE), (model, metric)
+        assert deployed["n_test_images"] == torch_row["n_test_images"] > 0  # the same test images
+        assert deployed["inference_precision"] == "f32"  # read back from the compiled IR
+        assert deployed["export_duration"] > 0.0
+        assert deployed["seconds_per_image"] > 0.0
+        assert deployed["images_per_second"] > 0.0
+        assert math.isfinite(deployed["peak_memory_MiB"])
+        assert deployed["peak_memory_source"] == "rss_peak_increase"
+
+    assert main(["results", "--csv", str(csv_path), "--out", str(tmp_path / "docs")]) == 0
+    markdown = (tmp_path / "docs" / "deploy.md").read_text()
+    tables = _per_category_tables(markdown, key_columns=2)  # category, deployment: "bottle openvino f32"
+    for row in frame.to_dict("records"):
+        setting = "default" if pd.isna(row["k_shot"]) else f"{int(row['k_shot'])}-shot"
+        label = "torch f32" if row["deploy"] == "torch" else "openvino f32"
+        cells = tables[row["model"], setting][f"bottle {label}"]  # both rows of a category, side by side
+        assert cells["image_AUROC"] == f"{100 * row['image_AUROC']:.1f}"
+        assert cells[TIME_HEADER] == f"{1000 * row['seconds_per_image']:.1f}"
+        assert cells[THROUGHPUT_HEADER] == f"{row['images_per_second']:.1f}"
+        assert cells[f"{MEMORY_HEADER} (RSS increase)"] == f"{row['peak_memory_MiB']:.0f}"
+    assert re.search(r"^\| default \| openvino f32 \| 1 / 1 \|", markdown, flags=re.MULTILINE)  # Padim's means

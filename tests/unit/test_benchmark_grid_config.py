@@ -60,7 +60,7 @@ def test_a_registry_entry_builds_each_model() -> None:
     from anomalib.models import AnomalibModule
 
     for entry in registry_model_entries(ENTRY)[:2]:  # one build is enough to show the resolution; the rest is data
-        model, _, _ = split_model_entry(entry)
+        model = split_model_entry(entry).model
         assert type(instantiate(model, AnomalibModule, "model")) is registry.get_spec(_name(entry)).lightning_class
     for entry in registry_model_entries(ENTRY):
         assert entry["class_path"] == f"anomalib_clipad.{_name(entry)}"

@@ -211,3 +211,49 @@ def test_an_older_csv_has_empty_resource_cells(tmp_path: Path) -> None:
     markdown = _page(rows, tmp_path)
     assert memory_header(load_results(tmp_path / "results.csv")) == MEMORY_HEADER
     assert _line(markdown, "| bottle |").endswith("| 10.0 | — | — |")
+
+
+def _deployed_rows() -> list[dict]:
+    base = {"dataset": "MVTecAD", "model": "Padim", "peak_memory_source": "rss_peak_increase"}
+    torch_row = {**base, "deploy": "torch", "runtime": "torch", "precision": "f32"}
+    int8 = {**base, "deploy": "openvino:int8_ptq", "runtime": "openvino", "precision": "int8_ptq"}
+    return [
+        {**torch_row, "category": "bottle", "image_AUROC": 0.90, "seconds_per_image": 0.020, "images_per_second": 40.0,
+         "peak_memory_MiB": 300.0},
+        {**int8, "category": "bottle", "image_AUROC": 0.88, "seconds_per_image": 0.005, "images_per_second": 150.0,
+         "peak_memory_MiB": 80.0},
+        {**torch_row, "category": "carpet", "image_AUROC": 0.70, "seconds_per_image": 0.030, "images_per_second": 30.0,
+         "peak_memory_MiB": 310.0},
+        {**int8, "category": "carpet", "error": "RuntimeError: openvino:int8_ptq of Padim: no"},
+    ]  # fmt: skip
+
+
+def test_deployed_rows_side_by_side(tmp_path: Path) -> None:
+    markdown = _page(_deployed_rows(), tmp_path)
+    assert "4 rows, one per job and deployment, 1 failed" in markdown
+    assert "`openvino <precision>` row is the same fitted and calibrated model" in markdown
+    header = f"| category | deployment | image_AUROC | ms / image | {THROUGHPUT_HEADER} | {MEMORY_HEADER} (RSS"
+    assert header in markdown
+    per_category = markdown[markdown.index("default, per category:") : markdown.index("## Failed")].splitlines()
+    rows = [line for line in per_category if line.startswith("| ") and "category" not in line]
+    assert rows == [  # a category's rows together, torch first, each with its own numbers
+        "| bottle | torch f32 | 90.0 | 20.0 | 40.0 | 300 |",
+        "| bottle | openvino int8_ptq | 88.0 | 5.0 | 150.0 | 80 |",
+        "| carpet | torch f32 | 70.0 | 30.0 | 30.0 | 310 |",
+    ]
+    assert "| default | torch f32 | 2 / 2 | 80.0 | 25.0 | 35.0 | 305 |" in markdown  # means per deployment
+    assert "| default | openvino int8_ptq | 1 / 2 | 88.0 | 5.0 | 150.0 | 80 |" in markdown
+    failed = "| MVTecAD | Padim | default | carpet | openvino int8_ptq | RuntimeError: openvino:int8_ptq of Padim: no |"
+    assert failed in markdown
+
+    torch_only = _page([row for row in _deployed_rows() if row["deploy"] == "torch"], tmp_path)
+    assert "deployment" not in torch_only  # a torch-only run: the page as before
+    assert "| bottle | 90.0 | 20.0 | 40.0 | 300 |" in torch_only
+    assert load_results(tmp_path / "results.csv")["deployment"].tolist() == ["torch f32", "torch f32"]
+
+
+def test_heat_map_rows_per_deployment(tmp_path: Path) -> None:
+    pd.DataFrame(_deployed_rows()).to_csv(tmp_path / "results.csv", index=False)
+    markdown, image = write_results_page(tmp_path / "results.csv", out_dir=tmp_path / "docs")
+    assert image.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "## MVTecAD: Padim" in markdown.read_text()
