@@ -281,8 +281,11 @@ class QuietExportMixin:
 
     Put it first among the bases (``class PromptAD(QuietExportMixin, AnomalibModule)``) so that its methods run
     before anomalib's ``ExportMixin`` ones; ``get_model`` still sees a direct ``AnomalibModule`` subclass. ``to_onnx``
-    adds :data:`QUIET_ONNX_KWARGS` unless the caller gives those arguments; ``to_openvino`` runs anomalib's method,
-    whose ONNX step calls this ``to_onnx`` (quiet, and not summarised: it writes a temporary file).
+    adds :data:`QUIET_ONNX_KWARGS` unless the caller gives those arguments; ``to_openvino`` does what anomalib's
+    method does (its ONNX step calls this ``to_onnx``: quiet, and not summarised, it writes a temporary file), with
+    the compression step of :func:`anomalib_clipad.precision.compress_ov_model` for ``compression_type``: anomalib's
+    ``_compress_ov_model`` hooks answered by it, and ``FP16`` applied before saving rather than by
+    ``ov.save_model(compress_to_fp16=True)``, so that the score head keeps float32 constants.
     """
 
     def to_onnx(

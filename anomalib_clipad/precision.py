@@ -491,6 +491,11 @@ def compress_ov_model(
     precision = parse_precision(getattr(precision, "name", precision))
     if precision.compression is None:
         return model
+    if settings.float_score_head and not score_head(model):
+        logger.warning(
+            "The graph has no layer normalisation, so no score head to keep in float32: %s compresses all of it.",
+            precision.name,
+        )
     if precision is Precision.FP16:
         if settings.float_score_head:
             return _fp16_except_head(model)
