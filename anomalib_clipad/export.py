@@ -51,6 +51,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ NOISY_LOGGERS: dict[str, int] = {
     # "version conversion is not supported ... fallback" and "Failed to convert the model to the target version 14"
     # with a RuntimeError traceback: the file stays at opset 18, which the summary reports
     "onnxscript.version_converter": logging.ERROR,
+    # NNCF's INFO records (e.g. one per node of an ignored scope); its progress bars stay
+    "nncf": logging.WARNING,
     # "Setting ONNX exporter to use operator set version 18 because the requested opset_version 14 is lower ..."
     "torch.onnx._internal.exporter._compat": logging.ERROR,
 }
@@ -79,6 +82,7 @@ QUIET_ONNX_KWARGS: dict[str, Any] = {"opset_version": 18, "verbose": False}
 EXPORT_PACKAGES: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxscript"),
     "openvino": ("onnx", "onnxscript", "openvino"),
+    "openvino_int8": ("onnx", "onnxscript", "openvino", "nncf"),
 }
 EXPORT_EXTRA_INSTALL = 'pip install "anomalib-clipad[export]"'
 
@@ -133,14 +137,14 @@ def require_export_packages(model_name: str, export_type: str) -> None:
 
     Args:
         model_name: Name shown in the message (e.g. ``"PromptAD"``).
-        export_type: ``"onnx"`` or ``"openvino"`` (see :data:`EXPORT_PACKAGES`).
+        export_type: ``"onnx"``, ``"openvino"`` or ``"openvino_int8"`` (see :data:`EXPORT_PACKAGES`).
 
     Raises:
         ModuleNotFoundError: naming the missing packages (``name``: the first of them) and the install command.
     """
     missing = [package for package in EXPORT_PACKAGES[export_type] if importlib.util.find_spec(package) is None]
     if missing:
-        target = "OpenVINO IR" if export_type == "openvino" else "ONNX"
+        target = {"openvino": "OpenVINO IR", "openvino_int8": "an INT8 OpenVINO IR"}.get(export_type, "ONNX")
         msg = (
             f"Exporting {model_name} to {target} needs the package(s) {', '.join(map(repr, missing))}, which are not "
             f"installed. Install anomalib-clipad's export extra: {EXPORT_EXTRA_INSTALL}"
@@ -157,6 +161,7 @@ class ExportRecord:
         export_type: ``"onnx"`` or ``"openvino"``.
         path: The main file written (``model.onnx`` / ``model.xml``); set it inside the block.
         requested_opset: The ONNX opset asked for, if any (the summary says when the file has another one).
+        compression: anomalib's compression type of an OpenVINO IR (``"INT8_PTQ"``, ...), ``None``: float32.
         seconds: Wall time of the block, set on exit.
         summary: The logged summary, set on exit (``None`` for a nested export, e.g. the ONNX step of OpenVINO).
     """
@@ -165,6 +170,7 @@ class ExportRecord:
     export_type: str
     path: Path | None = None
     requested_opset: int | None = None
+    compression: str | None = None
     seconds: float = 0.0
     summary: str | None = field(default=None, repr=False)
 
@@ -253,6 +259,8 @@ def export_summary(record: ExportRecord, verbose: bool = False) -> str:
     if record.export_type == "openvino":
         companions = [path.with_suffix(".bin")]
         kind, details = "OpenVINO IR", "for torch's numbers compile it with INFERENCE_PRECISION_HINT f32"
+        if record.compression is not None:
+            kind = f"OpenVINO IR ({record.compression}, score head in float32)"
     else:
         companions = [path.with_name(path.name + ".data")]
         kind, details = "ONNX", _onnx_details(path, record.requested_opset)
@@ -273,8 +281,11 @@ class QuietExportMixin:
 
     Put it first among the bases (``class PromptAD(QuietExportMixin, AnomalibModule)``) so that its methods run
     before anomalib's ``ExportMixin`` ones; ``get_model`` still sees a direct ``AnomalibModule`` subclass. ``to_onnx``
-    adds :data:`QUIET_ONNX_KWARGS` unless the caller gives those arguments; ``to_openvino`` runs anomalib's method,
-    whose ONNX step calls this ``to_onnx`` (quiet, and not summarised: it writes a temporary file).
+    adds :data:`QUIET_ONNX_KWARGS` unless the caller gives those arguments; ``to_openvino`` does what anomalib's
+    method does (its ONNX step calls this ``to_onnx``: quiet, and not summarised, it writes a temporary file), with
+    the compression step of :func:`anomalib_clipad.precision.compress_ov_model` for ``compression_type``: anomalib's
+    ``_compress_ov_model`` hooks answered by it, and ``FP16`` applied before saving rather than by
+    ``ov.save_model(compress_to_fp16=True)``, so that the score head keeps float32 constants.
     """
 
     def to_onnx(
@@ -307,22 +318,97 @@ class QuietExportMixin:
             record.path = super().to_onnx(export_root, model_file_name, input_size, **kwargs)  # type: ignore[misc]
         return record.path
 
-    def to_openvino(self, export_root: Path | str, *args: Any, **kwargs: Any) -> Path:
-        """Export to OpenVINO IR (anomalib's ``ExportMixin.to_openvino``) quietly, then log a summary.
+    def to_openvino(  # noqa: PLR0917 (anomalib's signature)
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        compression_type: Any = None,
+        datamodule: Any = None,
+        metric: Any = None,
+        task: Any = None,
+        max_drop: float = 0.01,
+        ov_kwargs: dict[str, Any] | None = None,
+        onnx_kwargs: dict[str, Any] | None = None,
+    ) -> Path:
+        """Export to OpenVINO IR quietly, compressed for a lower precision if asked, then log a summary.
+
+        anomalib's ``ExportMixin.to_openvino`` (same arguments), with the compression step of
+        :func:`anomalib_clipad.precision.compress_ov_model`: the score head stays float32 at every precision, NNCF
+        quantises as a transformer without SmoothQuant, and calibrates on the datamodule's train split
+        (``docs/export.md#lower-precision``). The IR is written by ``ov.save_model(..., compress_to_fp16=False)``:
+        ``FP16`` is applied before, sparing the score head.
 
         Args:
             export_root: Output folder (the IR goes to ``<export_root>/weights/openvino/<model_file_name>.xml``).
-            *args: anomalib's ``to_openvino`` arguments (``model_file_name``, ``input_size``, ...).
-            **kwargs: anomalib's ``to_openvino`` keyword arguments (``compression_type``, ``onnx_kwargs``, ...).
+            model_file_name: File name without suffix.
+            input_size: Fixed raw input ``(H, W)``; ``None``: dynamic batch, height and width.
+            compression_type: anomalib's ``CompressionType`` (``FP16``, ``INT8``, ``INT8_PTQ``, ``INT8_ACQ``) or
+                ``None`` (float32).
+            datamodule: Calibration (``INT8_PTQ``, ``INT8_ACQ``) and validation (``INT8_ACQ``) data.
+            metric: ``INT8_ACQ``'s metric (default: image F1).
+            task: Unused (anomalib's argument, kept for its callers).
+            max_drop: ``INT8_ACQ``'s largest accepted metric drop.
+            ov_kwargs: ``ov.convert_model`` arguments.
+            onnx_kwargs: ``to_onnx`` arguments.
 
         Returns:
             Path of the ``.xml`` file.
 
         Raises:
-            ModuleNotFoundError: ``openvino``, ``onnx`` or ``onnxscript`` is not installed (the message names the
-                extra).
+            ModuleNotFoundError: ``openvino``, ``onnx``, ``onnxscript`` (or, for INT8, ``nncf``) is not installed (the
+                message names the extra).
         """
-        require_export_packages(type(self).__name__, "openvino")
-        with quiet_export(type(self).__name__, "openvino") as record:
-            record.path = super().to_openvino(export_root, *args, **kwargs)  # type: ignore[misc]
+        del task  # anomalib takes it and uses none of it
+        needs_nncf = compression_type is not None and getattr(compression_type, "name", str(compression_type)) != "FP16"
+        require_export_packages(type(self).__name__, "openvino_int8" if needs_nncf else "openvino")
+        import openvino as ov
+        from anomalib.deploy.export import ExportType
+        from anomalib.models.components.base.export_mixin.utils import create_export_root
+
+        with quiet_export(type(self).__name__, "openvino") as record, TemporaryDirectory() as onnx_directory:
+            onnx_path = self.to_onnx(onnx_directory, model_file_name, input_size, **(onnx_kwargs or {}))
+            ov_model_path = create_export_root(export_root, ExportType.OPENVINO) / (model_file_name + ".xml")
+            model = ov.convert_model(onnx_path, **(ov_kwargs or {}))
+            if compression_type is not None:
+                record.compression = getattr(compression_type, "name", str(compression_type))
+                model = self._compress_ov_model(model, compression_type, datamodule, metric, None, max_drop)
+            ov.save_model(model, ov_model_path, compress_to_fp16=False)
+            record.path = ov_model_path
         return record.path
+
+    def _compress_ov_model(  # noqa: PLR0917 (anomalib's signature)
+        self,
+        model: Any,
+        compression_type: Any = None,
+        datamodule: Any = None,
+        metric: Any = None,
+        task: Any = None,
+        max_drop: float = 0.01,
+    ) -> Any:
+        """The compression hook of anomalib, answered by :func:`anomalib_clipad.precision.compress_ov_model`."""
+        from anomalib_clipad.precision import compress_ov_model
+
+        del task
+        return compress_ov_model(model, compression_type, datamodule, metric=metric, max_drop=max_drop)
+
+    @staticmethod
+    def _post_training_quantization_ov(model: Any, datamodule: Any = None) -> Any:
+        """The ``INT8_PTQ`` step of anomalib, answered by :func:`anomalib_clipad.precision.compress_ov_model`."""
+        from anomalib_clipad.precision import Precision, compress_ov_model
+
+        return compress_ov_model(model, Precision.INT8_PTQ, datamodule)
+
+    @staticmethod
+    def _accuracy_control_quantization_ov(
+        model: Any,
+        datamodule: Any = None,
+        metric: Any = None,
+        task: Any = None,
+        max_drop: float = 0.01,
+    ) -> Any:
+        """The ``INT8_ACQ`` step of anomalib, answered by :func:`anomalib_clipad.precision.compress_ov_model`."""
+        from anomalib_clipad.precision import Precision, compress_ov_model
+
+        del task
+        return compress_ov_model(model, Precision.INT8_ACQ, datamodule, metric=metric, max_drop=max_drop)
