@@ -102,6 +102,7 @@ class Exported:
     images: torch.Tensor
     image_threshold: float
     converted: Any = None
+    onnx_path: Path | None = None
     expected: Any = None
     raw_scores: np.ndarray | None = None
 
@@ -217,7 +218,8 @@ def build(prepare: Callable[[str], Exported], tmp_path_factory: pytest.TempPathF
     def make(name: str) -> Exported:
         item = prepare(name)
         if item.converted is None:
-            item.converted = ov.convert_model(item.module.to_onnx(tmp_path_factory.mktemp(name)))
+            item.onnx_path = item.module.to_onnx(tmp_path_factory.mktemp(name))
+            item.converted = ov.convert_model(item.onnx_path)
         return item
 
     return make
@@ -409,3 +411,35 @@ def test_cli_int8_ptq_export_from_learned_state(cli_export: CliExport, build: Ca
     _assert_head_unchanged(model, item.converted)  # the thresholds among the head's constants, bit for bit
     compiled = ov.Core().compile_model(model, "CPU", compile_config(Precision.INT8_PTQ))
     _assert_close_to_torch(_run(compiled, item.images), item, TOLERANCE[Precision.INT8_PTQ])
+
+
+def test_onnx_file_and_other_sizes(build: Callable[[str], Exported]) -> None:
+    """The ONNX file itself (weights as external data), and both graphs at another batch size and raw size."""
+    second = F.interpolate(build(MODEL_NAMES[0]).images[:2], size=(96, 56), mode="bilinear", align_corners=False)
+    for name in MODEL_NAMES:
+        item = build(name)
+        assert item.onnx_path is not None
+        assert item.onnx_path.with_name(item.onnx_path.name + ".data").is_file()  # ship both files
+        with torch.no_grad():
+            expected = item.module(second)
+        for source in (item.onnx_path, item.converted):
+            compiled = ov.Core().compile_model(source, "CPU", compile_config(Precision.F32))
+            outputs = _run(compiled, item.images)
+            np.testing.assert_allclose(outputs["pred_score"], item.expected.pred_score.numpy(), rtol=0, atol=1e-4)
+            outputs = _run(compiled, second)
+            assert outputs["anomaly_map"].shape == (2, 64, 64), name  # at the pre-processed size
+            for field in ("pred_score", "anomaly_map"):
+                np.testing.assert_allclose(
+                    outputs[field], getattr(expected, field).numpy(), rtol=0, atol=1e-4, err_msg=f"{name} {field}"
+                )
+
+
+@pytest.mark.parametrize("name", ["AnomalyCLIP"])
+def test_torch_export(build: Callable[[str], Exported], name: str, tmp_path: Path) -> None:
+    """``--export_type torch``: the pickled pipeline (a trusted file of our own) gives the same outputs."""
+    item = build(name)
+    exported = torch.load(item.module.to_torch(tmp_path), map_location="cpu", weights_only=False)["model"]
+    with torch.no_grad():
+        actual = exported.eval()(item.images)
+    torch.testing.assert_close(actual.pred_score, item.expected.pred_score, rtol=0, atol=1e-6)
+    torch.testing.assert_close(actual.anomaly_map, item.expected.anomaly_map, rtol=0, atol=1e-6)
