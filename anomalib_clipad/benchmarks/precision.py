@@ -1024,7 +1024,8 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace) -> ModelResult:
                 item for item in deployed if item.precision is Precision.INT8_PTQ and item.compiled is not None
             ]
             if quantised and best.label != quantised[0].row.label:
-                result.profile += _profile(quantised[0].row, deployed, one_image, args, name)
+                why = "all-int8 (weights and activations), for comparison"
+                result.profile += _profile(quantised[0].row, deployed, one_image, args, name, why=why)
     progress(f"{name}: done in {time.perf_counter() - started:.0f} s")
     return result
 
