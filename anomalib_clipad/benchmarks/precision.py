@@ -1017,13 +1017,20 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace) -> ModelResult:
         )
         best = recommend(rows)
         result.recommended = best.label if best is not None else None
-        if best is not None and (args.profile or best.speedup < TARGET_SPEEDUP):
+        if best is None:  # nothing qualifies: the fastest IR's profile
+            fastest = min(
+                (row for row in rows[1:] if math.isfinite(row.seconds)), key=lambda row: row.seconds, default=None
+            )
+            if fastest is not None:
+                result.profile = _profile(fastest, deployed, one_image, args, name, why="fastest; none qualifies")
+        elif args.profile or best.speedup < TARGET_SPEEDUP:
             result.profile = _profile(best, deployed, one_image, args, name)
             # below the goal, the all-int8 IR too: whether its matrix products run int8 kernels shows what limits it
             quantised = [
                 item for item in deployed if item.precision is Precision.INT8_PTQ and item.compiled is not None
             ]
-            if quantised and best.label != quantised[0].row.label:
+            profiled = " ".join(result.profile[:1])
+            if quantised and f"{name} {Precision.INT8_PTQ.value}," not in profiled:
                 why = "all-int8 (weights and activations), for comparison"
                 result.profile += _profile(quantised[0].row, deployed, one_image, args, name, why=why)
     progress(f"{name}: done in {time.perf_counter() - started:.0f} s")
