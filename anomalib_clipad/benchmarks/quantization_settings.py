@@ -29,12 +29,10 @@ minute, each ``INT8_PTQ`` row one to one and a half; ``--only`` measures fewer r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anomalib_clipad.benchmarks.speed import _quiet
 from anomalib_clipad.precision import (
     ANOMALIB_QUANTIZATION,
     DEFAULT_QUANTIZATION,
@@ -104,18 +103,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--only", action="append", default=[], help="measure the rows whose label contains this text (repeatable)"
     )
     return parser.parse_args(argv)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence logging below ERROR and warnings (the random-weights warning: the banner says it)."""
-    logging.disable(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            logging.disable(logging.NOTSET)
 
 
 def _outputs(compiled: Any, images: np.ndarray) -> dict[str, np.ndarray]:
