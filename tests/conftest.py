@@ -101,24 +101,50 @@ def bottle_root(synthetic_dataset: SyntheticDataset) -> Path:
     )
 
 
+def _save_random_clip(tmp_path_factory: pytest.TempPathFactory, backbone: str) -> Path:
+    """``backbone`` randomly initialised from seed 0, saved to a file; the global random state is left as it was."""
+    import torch
+
+    from anomalib_clipad.clip.loading import load_clip
+
+    path = tmp_path_factory.mktemp("weights") / f"{backbone}.pt"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.save(load_clip(backbone, pretrained=None).state_dict(), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_clip24_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny 24-layer CLIP (``TINY_BACKBONE_24``) randomly initialised from seed 0, saved to a file.
 
     What ``pretrained=<file>`` reads: models built in other processes, or later from a learned-weights file without a
-    checkpoint, see the same frozen CLIP (``pretrained=None`` would draw new weights each time). The global random
-    state is left as it was.
+    checkpoint, see the same frozen CLIP (``pretrained=None`` would draw new weights each time).
     """
-    import torch
-
-    from anomalib_clipad.clip.loading import load_clip
     from anomalib_clipad.registry import TINY_BACKBONE_24
 
-    path = tmp_path_factory.mktemp("weights") / "tiny_clip24.pt"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        torch.save(load_clip(TINY_BACKBONE_24, pretrained=None).state_dict(), path)
-    return path
+    return _save_random_clip(tmp_path_factory, TINY_BACKBONE_24)
+
+
+@pytest.fixture(scope="session")
+def micro_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The micro CLIP (``tests/micro.py``) randomly initialised from seed 0, saved: ``pretrained=<file>``."""
+    from micro import MICRO_BACKBONE
+
+    return _save_random_clip(tmp_path_factory, MICRO_BACKBONE)
+
+
+@pytest.fixture
+def micro_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For one test, the registry's tiny settings of every model are its micro-backbone settings
+    (``micro.micro_settings``): the scripts' ``--tiny`` runs on the micro backbone."""
+    from micro import micro_settings
+
+    from anomalib_clipad.registry import MODELS
+
+    for spec in MODELS:
+        for key, value in micro_settings(spec.name).items():
+            monkeypatch.setitem(spec.tiny, key, value)
 
 
 @pytest.fixture(scope="module")

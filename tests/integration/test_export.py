@@ -3,14 +3,15 @@
 
 """ONNX and OpenVINO export after anomalib's Engine: the exported graphs give the torch model's numbers.
 
-WinCLIP+ and DevPrompt are calibrated (DevPrompt also trained one epoch) by anomalib's Engine on the tiny random-init
-backbone. WinCLIP+ is exported with ``to_openvino`` (the code ``anomalib export`` runs: it exports the whole pipeline,
-pre-processor + model + post-processor, to ONNX with the dynamo exporter, then converts that file to OpenVINO IR);
-both the intermediate ``.onnx`` file and the IR are run with OpenVINO's runtime, and the IR with anomalib's
+WinCLIP+ and DevPrompt are calibrated (DevPrompt also trained one epoch) by anomalib's Engine on the 2-block micro
+random-init backbone (``tests/micro.py``: the ONNX export, these tests' main cost, takes half the time of the 8-block
+tiny backbone's). WinCLIP+ is exported with ``to_openvino`` (the code ``anomalib export`` runs: it exports the whole
+pipeline, pre-processor + model + post-processor, to ONNX with the dynamo exporter, then converts that file to OpenVINO
+IR); both the intermediate ``.onnx`` file and the IR are run with OpenVINO's runtime, and the IR with anomalib's
 ``OpenVINOInferencer``. DevPrompt is exported by ``anomalib export --export_type openvino`` in a subprocess, from the
 training checkpoint. Every model, at every precision, the ONNX file, a second batch and raw size and the torch export
 are checked on the micro backbone in ``test_export_precision.py`` (one ONNX export per model: the export of the tiny
-backbone alone takes 10-40 s).
+backbone alone takes 10-40 s; the micro backbone's 5-20 s).
 
 The inputs are not the model's input size (the in-graph resize must run) and a second call changes batch size and
 image size (the default export has dynamic batch, height and width).
@@ -36,6 +37,7 @@ from anomalib.deploy import OpenVINOInferencer
 from anomalib.engine import Engine
 from anomalib.models import AnomalibModule
 from cli_runner import anomalib, tiny_model_args
+from micro import micro_settings
 
 from anomalib_clipad.registry import get_spec
 
@@ -126,7 +128,8 @@ def test_winclip_plus_onnx_openvino_and_inferencer(
     synthetic_root: Path, synthetic_category: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # k = 1: the graph holds both the zero-shot (text) map and the few-shot (memory) map
-    model = _fit(get_spec("WinCLIPPlus").build_tiny(k_shot=1), synthetic_root, synthetic_category, tmp_path / "results")
+    winclip_plus = get_spec("WinCLIPPlus").lightning_class(**micro_settings("WinCLIPPlus", k_shot=1))
+    model = _fit(winclip_plus, synthetic_root, synthetic_category, tmp_path / "results")
     ir_path = _export_and_check(model, _inputs(synthetic_root, synthetic_category), tmp_path / "export")
 
     # anomalib's OpenVINOInferencer on an image file (it only scales to [0, 1]; the graph resizes)
@@ -140,9 +143,9 @@ def test_winclip_plus_onnx_openvino_and_inferencer(
 
 
 def test_devprompt_cli_openvino_export(synthetic_root: Path, synthetic_category: str, tmp_path: Path) -> None:
-    arguments = {"k_shot": 1, "n_synthetic_per_shot": 2}  # the registry's tiny settings otherwise (1 epoch)
+    arguments = micro_settings("DevPrompt", k_shot=1, n_synthetic_per_shot=2)  # 1 epoch, random weights
     model = _fit(
-        get_spec("DevPrompt").build_tiny(**arguments), synthetic_root, synthetic_category, tmp_path / "results"
+        get_spec("DevPrompt").lightning_class(**arguments), synthetic_root, synthetic_category, tmp_path / "results"
     )
     images = _inputs(synthetic_root, synthetic_category)
 

@@ -56,6 +56,7 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.data import MVTecAD
 from anomalib.data.utils.image import read_image
 from cli_runner import anomalib
+from micro import micro_settings
 
 from anomalib_clipad.models.learned_state import LearnedState
 from anomalib_clipad.precision import (
@@ -69,16 +70,6 @@ from anomalib_clipad.precision import (
 from anomalib_clipad.registry import MODEL_NAMES, get_spec
 from anomalib_clipad.training.thresholds import set_normalization, set_thresholds
 
-MICRO_BACKBONE = "clipad-micro-vit-16"
-"""2 image blocks of width 32, patch 16 (``anomalib_clipad/clip/model_configs``)."""
-MICRO_LAYERS: dict[str, dict[str, Any]] = {
-    "WinCLIPPlus": {"k_shot": 1, "scales": [2]},
-    "PromptAD": {"k_shot": 1, "memory_layers": [1, 2]},
-    "DevPrompt": {"k_shot": 1, "memory_layers": [1, 2]},
-    "AnomalyCLIP": {"dpam_start_layer": 1, "feature_layers": [1, 2]},
-    "SimCLIP": {"k_shot": 1, "feature_layers": [1, 2]},
-}
-"""Each model's layer settings for the micro backbone (its few-shot setting where it has one: a memory to score)."""
 CLASS_NAME = "bottle"
 TOLERANCE: dict[Precision, float] = {
     Precision.F32: 1e-4,
@@ -113,13 +104,8 @@ class Exported:
 
 
 def _model_arguments(name: str, weights: Path) -> dict[str, Any]:
-    return {
-        **get_spec(name).tiny,
-        "backbone": MICRO_BACKBONE,
-        "pretrained": str(weights),
-        "image_size": 64,
-        **MICRO_LAYERS[name],
-    }
+    """The micro backbone's settings, the weights file and the model's few-shot setting (a memory to score)."""
+    return micro_settings(name, pretrained=str(weights), **get_spec(name).few_shot)
 
 
 def _widest_gap(values: np.ndarray, avoid: float | None) -> float:
@@ -153,18 +139,6 @@ def _calibrate(module: Any, images: torch.Tensor) -> float:
     if post.enable_normalization:
         set_normalization(post, _span(raw.pred_score), _span(raw.anomaly_map))
     return image
-
-
-@pytest.fixture(scope="module")
-def micro_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The micro CLIP randomly initialised from seed 0, saved: ``pretrained=<file>`` builds it in any process."""
-    from anomalib_clipad.clip.loading import load_clip
-
-    path = tmp_path_factory.mktemp("weights") / "micro_clip.pt"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        torch.save(load_clip(MICRO_BACKBONE, pretrained=None).state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

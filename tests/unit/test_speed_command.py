@@ -7,7 +7,8 @@ Every model of the registry runs on its tiny random backbone (one timed round, o
 table must hold, for each, its inference row(s), its counterpart where it has one, and the rows of its learning
 protocol (set-up, or the two training rows), every ratio finite and positive. The ratios themselves are not checked:
 one round on a shared machine is noise. A second test runs the OpenVINO comparison on DevPrompt (the quickest of the
-five to export), whose float32 differences to torch must be float32 rounding only (measured <= 1.9e-6).
+five to export) on the 2-block micro backbone (``micro_registry``: the export is that test's main cost), whose float32
+differences to torch must be float32 rounding only (measured <= 1.9e-6).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def test_the_learnable_side_replays_leave_the_fit_unchanged(monkeypatch: pytest.
         torch.testing.assert_close(value, without[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.usefixtures("micro_registry")
 def test_openvino_rows_show_speedup_and_float32_differences(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("openvino")
     pytest.importorskip("onnxscript")
