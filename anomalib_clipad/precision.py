@@ -165,6 +165,23 @@ def compile_openvino(model_path: Path | str, precision: str | Precision, device:
     return ov.Core().compile_model(str(model_path), device, compile_config(precision))
 
 
+#: The exported pipeline's outputs: the fields of anomalib's ``InferenceBatch``.
+OUTPUT_FIELDS: tuple[str, ...] = ("pred_score", "pred_label", "anomaly_map", "pred_mask")
+
+
+def named_outputs(compiled: Any, result: Any) -> dict[str, Any]:
+    """``result`` of calling ``compiled`` (an OpenVINO compiled model), by output name.
+
+    An output is named by the :data:`OUTPUT_FIELDS` name it carries (once an IR is reshaped, an output can carry
+    several tensor names), else by its first name.
+    """
+    outputs = {}
+    for output in compiled.outputs:
+        names = output.get_names()
+        outputs[next((name for name in OUTPUT_FIELDS if name in names), output.get_any_name())] = result[output]
+    return outputs
+
+
 # ------------------------------------------------------------------------------------------------------ compression
 #: OpenVINO operation types that end the image tower on a path: layer normalisations (ONNX ``LayerNormalization``,
 #: which OpenVINO reads as ``MVN`` followed by the affine ``Multiply``/``Add``, often folded into the next MatMul).
@@ -418,8 +435,8 @@ def _accuracy_function(metric: Any) -> Callable[[Any, Iterable[Any]], float]:
         metric.reset()
         for item in items:
             image = item.image[None].float()
-            result = compiled(image.numpy())
-            outputs = {output.get_any_name(): torch.from_numpy(result[output]) for output in compiled.outputs}
+            named = named_outputs(compiled, compiled(image.numpy()))
+            outputs = {name: torch.from_numpy(value) for name, value in named.items()}
             metric.update(
                 ImageBatch(
                     image=image,

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from anomalib_clipad.precision import PRECISIONS, Precision, parse_precision
+from anomalib_clipad.precision import OUTPUT_FIELDS, PRECISIONS, Precision, named_outputs, parse_precision
 
 DEPLOY_KEY = "deploy"
 """Key of the deployments, at the top of a benchmark configuration (every job) or in a model entry (its jobs)."""
@@ -46,7 +46,6 @@ OPENVINO = "openvino"
 RUNTIMES = (TORCH, OPENVINO)
 OPENVINO_DEVICE = "CPU"
 """The OpenVINO device of the deployed rows."""
-OUTPUT_FIELDS = ("pred_score", "pred_label", "anomaly_map", "pred_mask")
 """The outputs of an exported anomalib graph that the metrics read."""
 
 _LIGHTNING_F32 = {"32", "32-true", "f32", "float32"}
@@ -207,16 +206,6 @@ def calibration_datamodule(datamodule: Any, precision: Precision) -> Any:
     return calibration
 
 
-def _named_outputs(compiled: Any, result: Any) -> dict[str, Any]:
-    """The IR's outputs by name (an output may carry several tensor names)."""
-    outputs = {}
-    for output in compiled.outputs:
-        names = output.get_names()
-        name = next((name for name in OUTPUT_FIELDS if name in names), output.get_any_name())
-        outputs[name] = result[output]
-    return outputs
-
-
 class IRScores(NamedTuple):
     """What :func:`score_openvino` measured.
 
@@ -264,7 +253,7 @@ def score_openvino(module: Any, datamodule: Any, compiled: Any, metrics: list[st
         inference_start = time.perf_counter()
         result = compiled(inputs)
         inference_seconds += time.perf_counter() - inference_start
-        outputs = _named_outputs(compiled, result)
+        outputs = named_outputs(compiled, result)
         if pre_processor is not None and hasattr(pre_processor, "on_test_batch_start"):
             pre_processor.on_test_batch_start(None, module, batch, index)
         predictions = {name: torch.from_numpy(np.asarray(outputs[name])) for name in OUTPUT_FIELDS if name in outputs}

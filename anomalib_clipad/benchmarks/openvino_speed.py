@@ -41,6 +41,7 @@ import torch
 
 from anomalib_clipad.benchmarks.speed_table import Goal, SpeedRow
 from anomalib_clipad.benchmarks.timing import interleaved_times
+from anomalib_clipad.precision import named_outputs
 from anomalib_clipad.training.thresholds import set_thresholds
 
 FLOAT32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -76,17 +77,6 @@ def calibrate_post_processor(module: Any, images: torch.Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------- OpenVINO
-def _outputs(compiled: Any, images: np.ndarray) -> dict[str, np.ndarray]:
-    """The graph's outputs by name (an output can carry several tensor names once the IR is reshaped)."""
-    result = compiled(images)
-    outputs = {}
-    for output in compiled.outputs:
-        names = output.get_names()
-        name = next((name for name in ("pred_score", "pred_label", "anomaly_map", "pred_mask") if name in names), None)
-        outputs[name or output.get_any_name()] = result[output]
-    return outputs
-
-
 def max_differences(outputs: dict[str, np.ndarray], expected: Any) -> dict[str, float]:
     """Max absolute difference of ``pred_score`` and ``anomaly_map`` between OpenVINO and torch outputs."""
     return {
@@ -207,7 +197,7 @@ def openvino_rows(
         timings = interleaved_times(functions, repeats, CPU)
     rows = []
     for label, compiled_model in compiled.items():
-        difference = max_differences(_outputs(compiled_model, array), expected)
+        difference = max_differences(named_outputs(compiled_model, compiled_model(array)), expected)
         rows.append(
             SpeedRow(
                 model=name,

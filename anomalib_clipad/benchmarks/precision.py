@@ -107,11 +107,18 @@ import numpy as np
 import torch
 
 from anomalib_clipad.benchmarks.memory import MIB, PeakMemory
-from anomalib_clipad.benchmarks.openvino_speed import _outputs, calibrate_post_processor, profile_openvino
-from anomalib_clipad.benchmarks.speed import _quiet, model_arguments
+from anomalib_clipad.benchmarks.openvino_speed import calibrate_post_processor, profile_openvino
+from anomalib_clipad.benchmarks.speed import add_model_arguments, model_arguments, quiet
 from anomalib_clipad.benchmarks.timing import clock_name, interleaved_times
-from anomalib_clipad.precision import PRECISIONS, Precision, compile_config, export_openvino, parse_precision
-from anomalib_clipad.registry import MODEL_NAMES, MODELS, ModelSpec, Protocol, get_spec
+from anomalib_clipad.precision import (
+    PRECISIONS,
+    Precision,
+    compile_config,
+    export_openvino,
+    named_outputs,
+    parse_precision,
+)
+from anomalib_clipad.registry import MODELS, ModelSpec, Protocol, get_spec
 
 BANNER = (
     "RANDOM WEIGHTS (pretrained=None): the differences below measure each graph's numerical sensitivity to the "
@@ -136,13 +143,7 @@ CPU = torch.device("cpu")
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model",
-        action="append",
-        dest="models",
-        metavar="NAME",
-        help=f"a model of the registry ({', '.join(MODEL_NAMES)}); repeatable; default: all",
-    )
+    add_model_arguments(parser, tiny="smoke", pretrained="random weights")
     parser.add_argument(
         "--precision",
         action="append",
@@ -150,10 +151,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help=f"an OpenVINO precision ({', '.join(p.value for p in PRECISIONS)}); repeatable; default: all",
     )
-    parser.add_argument("--tiny", action="store_true", help="the registry's tiny random backbones (smoke)")
-    parser.add_argument("--backbone", help="open_clip architecture of every model (default: each model's)")
-    parser.add_argument("--image-size", type=int, help="input side in pixels of every model (default: each model's)")
-    parser.add_argument("--pretrained", help="weights tag or file (default: random weights)")
     parser.add_argument("--images", type=int, default=8, help="scored images (about half anomalous); timed batch")
     parser.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds (after one warm-up round)")
     parser.add_argument("--calibration-images", type=int, default=8, help="held-out images calibrating INT8 PTQ/ACQ")
@@ -940,7 +937,7 @@ def time_and_compare(
         last[TORCH] = module(images)
 
     def run_openvino(label: str, compiled: Any) -> None:
-        last[label] = _outputs(compiled, array)
+        last[label] = named_outputs(compiled, compiled(array))
 
     functions: dict[str, Callable[[], object]] = {TORCH: run_torch}
     for item in deployed:
@@ -1090,7 +1087,7 @@ def main(argv: Sequence[str] | None = None) -> list[ModelResult]:
     )
     results: list[ModelResult] = []
     try:
-        with _quiet():
+        with quiet():
             for spec in args.specs:
                 result = measure_model(spec, args)
                 results.append(result)

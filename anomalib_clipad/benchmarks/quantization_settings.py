@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anomalib_clipad.benchmarks.speed import _quiet
+from anomalib_clipad.benchmarks.speed import quiet
 from anomalib_clipad.precision import (
     ANOMALIB_QUANTIZATION,
     DEFAULT_QUANTIZATION,
@@ -48,6 +48,7 @@ from anomalib_clipad.precision import (
     QuantizationSettings,
     compress_ov_model,
     low_precision_in_head,
+    named_outputs,
     score_head,
 )
 from anomalib_clipad.registry import MODEL_NAMES, get_spec
@@ -103,11 +104,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--only", action="append", default=[], help="measure the rows whose label contains this text (repeatable)"
     )
     return parser.parse_args(argv)
-
-
-def _outputs(compiled: Any, images: np.ndarray) -> dict[str, np.ndarray]:
-    result = compiled(images)
-    return {name: result[output] for output in compiled.outputs for name in output.get_names()}
 
 
 def build(args: argparse.Namespace, root: Path) -> tuple[Any, Any, np.ndarray]:
@@ -172,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     core = ov.Core()
     print(BANNER)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as folder, _quiet():
+    with tempfile.TemporaryDirectory() as folder, quiet():
         module, datamodule, images = build(args, Path(folder) / "data")
         architecture = module.model.architecture()
         start = time.perf_counter()
@@ -182,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         head = score_head(converted)
         with torch.no_grad():
             expected = module(torch.from_numpy(images))
-        reference = _outputs(core.compile_model(converted, "CPU", config), images)
+        compiled = core.compile_model(converted, "CPU", config)
+        reference = named_outputs(compiled, compiled(images))
         print(
             f"{args.model}, {architecture['backbone']} at {architecture['image_size']} px; {len(images)} test and "
             f"{args.calibration_images} calibration images of a generated dataset; ONNX + OpenVINO conversion "
@@ -199,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             start = time.perf_counter()
             compressed = compress_ov_model(converted.clone(), precision, datamodule, settings=settings)
             seconds = time.perf_counter() - start
-            outputs = _outputs(core.compile_model(compressed, "CPU", config), images)
+            compiled = core.compile_model(compressed, "CPU", config)
+            outputs = named_outputs(compiled, compiled(images))
             row = {
                 "setting": label,
                 "seconds": seconds,

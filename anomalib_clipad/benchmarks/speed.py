@@ -72,9 +72,12 @@ SOURCE_SIZE, TINY_SOURCE_SIZE = 256, 64
 """Side of the generated training images on disk, in pixels (``--tiny``: the second)."""
 
 
-def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_arguments(parser: argparse.ArgumentParser, *, tiny: str, pretrained: str) -> None:
+    """The options that choose the models and build them, shared by the benchmark scripts.
+
+    ``--model`` (repeatable, into ``models``), ``--tiny``, ``--backbone``, ``--image-size``, ``--pretrained``
+    (:func:`model_arguments` reads them); ``tiny`` and ``pretrained`` end the help of the last two's defaults.
+    """
     parser.add_argument(
         "--model",
         action="append",
@@ -82,10 +85,16 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="NAME",
         help=f"a model of the registry ({', '.join(MODEL_NAMES)}); repeatable; default: all",
     )
-    parser.add_argument("--tiny", action="store_true", help="the registry's tiny random backbones (CI / smoke)")
+    parser.add_argument("--tiny", action="store_true", help=f"the registry's tiny random backbones ({tiny})")
     parser.add_argument("--backbone", help="open_clip architecture of every model (default: each model's)")
     parser.add_argument("--image-size", type=int, help="input side in pixels of every model (default: each model's)")
-    parser.add_argument("--pretrained", help="weights tag or file (default: random weights, speed only)")
+    parser.add_argument("--pretrained", help=f"weights tag or file (default: {pretrained})")
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_arguments(parser, tiny="CI / smoke", pretrained="random weights, speed only")
     parser.add_argument("--images", type=int, default=8, help="images per timed call; labelled training images")
     parser.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds (after one warm-up)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs (at least 2: the first one encodes)")
@@ -106,7 +115,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Silence logging below ERROR (set-up messages, the random-weights warning: the banner says it) and warnings."""
     logging.disable(logging.WARNING)
     with warnings.catch_warnings():
@@ -270,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> list[SpeedRow]:
     rows: list[SpeedRow] = []
     profiles: list[str] = []
     try:
-        with _quiet():
+        with quiet():
             for spec in args.specs:
                 model_rows, profile = measure_model(spec, args, device)
                 rows += model_rows
