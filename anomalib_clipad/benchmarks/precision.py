@@ -40,15 +40,18 @@ whose default is zero-shot: WinCLIP+ and SimCLIP+ with 1 reference shot, as the 
    iterations; it is stopped after ``--acq-budget`` seconds (300 with ``--tiny``, else 1800) and its row then says
    so.
 4. **One timed run**: eager torch (the whole pipeline, ``module(images)`` under ``torch.inference_mode``) and every IR
-   get the same batch of ``--images`` ``[0, 1]`` images, in ``--repeats`` interleaved rounds after one warm-up round
+   get the same ``--images`` ``[0, 1]`` images, in calls of ``--batch`` images (default: all in one call), in
+   ``--repeats`` interleaved rounds after one warm-up round
    (:func:`~anomalib_clipad.benchmarks.timing.interleaved_times`); the outputs compared are those of the warm-up round.
+   Every compiled IR holds its activations for the batch it last ran, all at once: a ViT-L model at 518 px with six
+   IRs and a batch of 6 outgrew 24 GB, so pass ``--batch 1`` for the ViT-L models on such a machine.
 
 The table (one per model), a row per precision, eager torch f32 first:
 
 * ``runs at``: the inference precision OpenVINO compiled it to (``bf16`` falls back to ``f32`` on a CPU without bf16
   support: AVX512-BF16 or AMX);
-* ``ms/image``: median time of one batch over the rounds, per image, in this process's CPU time (all threads; a
-  shared machine disturbs it less than wall time), and ``x torch``: eager torch f32's time over this one (the
+* ``ms/image``: median time of one round (all images) over the rounds, per image, in this process's CPU time (all
+  threads; a shared machine disturbs it less than wall time), and ``x torch``: eager torch f32's time over this one (the
   speed-up, > 1 is faster); ``wall ms``: the same on the wall clock;
 * ``peak MiB``: the memory that loading the model and scoring one image adds (peak RSS increase,
   :class:`~anomalib_clipad.benchmarks.memory.PeakMemory`): for OpenVINO reading the IR (memory-mapped, OpenVINO's
@@ -138,6 +141,7 @@ SOURCE_SIZE, TINY_SOURCE_SIZE = 256, 64
 """Side of the images on disk (at least the model's input size, so that the in-graph resize never enlarges)."""
 REAL_PATCH_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 CPU = torch.device("cpu")
+OUTPUTS_COMPARED = ("pred_score", "anomaly_map")
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -152,6 +156,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"an OpenVINO precision ({', '.join(p.value for p in PRECISIONS)}); repeatable; default: all",
     )
     parser.add_argument("--images", type=int, default=8, help="scored images (about half anomalous); timed batch")
+    parser.add_argument("--batch", type=int, help="images per inference call (default: all --images in one call)")
     parser.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds (after one warm-up round)")
     parser.add_argument("--calibration-images", type=int, default=8, help="held-out images calibrating INT8 PTQ/ACQ")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of the models that train")
@@ -176,6 +181,10 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.acq_budget = 300.0 if args.tiny else 1800.0
     if args.images < 2 or args.repeats < 1 or args.calibration_images < 1 or args.epochs < 1:
         parser.error("--images must be at least 2, --repeats, --calibration-images and --epochs at least 1.")
+    if args.batch is None:
+        args.batch = args.images
+    if args.batch < 1:
+        parser.error("--batch must be at least 1.")
     return args
 
 
@@ -923,21 +932,38 @@ def _torch_peak_mib(module: Any, one_image: torch.Tensor) -> float:
 
 
 def time_and_compare(
-    module: Any, deployed: Sequence[Deployed], images: torch.Tensor, truth: Truth, *, repeats: int, name: str
+    module: Any,
+    deployed: Sequence[Deployed],
+    images: torch.Tensor,
+    truth: Truth,
+    *,
+    repeats: int,
+    name: str,
+    batch: int | None = None,
 ) -> tuple[PrecisionRow, Outputs]:
     """Time eager torch f32 and every compiled IR on ``images`` in interleaved rounds; fill every row.
 
-    The first round is the warm-up: its outputs are the ones compared. Returns the torch row and torch's outputs.
+    Each round runs all ``images`` in calls of ``batch`` images (``None``: one call). The first round is the warm-up:
+    its outputs are the ones compared. Returns the torch row and torch's outputs.
     """
-    array = images.numpy()
+    batch = batch or len(images)
+    chunks = list(torch.split(images, batch))
+    arrays = [chunk.numpy() for chunk in chunks]
     torch_row = PrecisionRow(TORCH, runs_at="f32", peak_mib=_torch_peak_mib(module, images[:1]))
     last: dict[str, Any] = {}
 
     def run_torch() -> None:
-        last[TORCH] = module(images)
+        outputs = [module(chunk) for chunk in chunks]
+        last[TORCH] = SimpleNamespace(
+            pred_score=torch.cat([output.pred_score for output in outputs]),
+            anomaly_map=torch.cat([output.anomaly_map for output in outputs]),
+        )
 
     def run_openvino(label: str, compiled: Any) -> None:
-        last[label] = named_outputs(compiled, compiled(array))
+        outputs = [named_outputs(compiled, compiled(array)) for array in arrays]
+        last[label] = {
+            key: np.concatenate([output[key] for output in outputs]) for key in ("pred_score", "anomaly_map")
+        }
 
     functions: dict[str, Callable[[], object]] = {TORCH: run_torch}
     for item in deployed:
@@ -945,7 +971,10 @@ def time_and_compare(
             functions[item.row.label] = lambda label=item.row.label, compiled=item.compiled: run_openvino(
                 label, compiled
             )
-    progress(f"{name}: timing {len(functions)} way(s), {repeats + 1} round(s) of {len(images)} images ...")
+    progress(
+        f"{name}: timing {len(functions)} way(s), {repeats + 1} round(s) of {len(images)} images in batches of {batch}"
+        " ..."
+    )
     with torch.inference_mode():
         first = {}
         for label, function in functions.items():  # the warm-up round
@@ -999,12 +1028,14 @@ def measure_model(spec: ModelSpec, args: argparse.Namespace) -> ModelResult:
         deployed, trace_seconds = Deployer(module, data, folder / "export", args, name).deploy_all(
             args.ov_precisions, one_image
         )
-        torch_row, reference = time_and_compare(module, deployed, images, truth, repeats=args.repeats, name=name)
+        torch_row, reference = time_and_compare(
+            module, deployed, images, truth, repeats=args.repeats, name=name, batch=args.batch
+        )
         rows = [torch_row, *(item.row for item in deployed)]
         result = ModelResult(
             name,
             heading=(
-                f"{name} ({backbone}, {size} px, {setting}; {data.description}; batch {len(images)}, "
+                f"{name} ({backbone}, {size} px, {setting}; {data.description}; batch {args.batch}, "
                 f"{args.repeats} round(s)): eager torch f32 AUROC image {100 * torch_row.auroc_image:.1f} %, "
                 f"pixel {100 * torch_row.auroc_pixel:.1f} %"
             ),
