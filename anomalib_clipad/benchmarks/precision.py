@@ -142,6 +142,7 @@ SOURCE_SIZE, TINY_SOURCE_SIZE = 256, 64
 REAL_PATCH_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 CPU = torch.device("cpu")
 OUTPUTS_COMPARED = ("pred_score", "anomaly_map")
+"""The outputs compared with eager torch (before thresholding), put together from the calls of ``--batch``."""
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -961,9 +962,7 @@ def time_and_compare(
 
     def run_openvino(label: str, compiled: Any) -> None:
         outputs = [named_outputs(compiled, compiled(array)) for array in arrays]
-        last[label] = {
-            key: np.concatenate([output[key] for output in outputs]) for key in ("pred_score", "anomaly_map")
-        }
+        last[label] = {key: np.concatenate([output[key] for output in outputs]) for key in OUTPUTS_COMPARED}
 
     functions: dict[str, Callable[[], object]] = {TORCH: run_torch}
     for item in deployed:
