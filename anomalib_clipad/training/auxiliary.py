@@ -71,6 +71,18 @@ class AuxiliaryDataRecipe(Callback):
         self.epochs, self.lr, self.betas = int(epochs), float(lr), (float(betas[0]), float(betas[1]))
         self.cache = FeatureCache(cache_max_bytes, cache_dir)
 
+    @classmethod
+    def from_hparams(cls, model_name: str, hparams: Any) -> AuxiliaryDataRecipe:
+        """The recipe of a model whose hyper-parameters name its arguments (``epochs``, ``lr``, ``betas``, ...)."""
+        return cls(
+            model_name,
+            epochs=hparams["epochs"],
+            lr=hparams["lr"],
+            betas=tuple(hparams["betas"]),
+            cache_max_bytes=hparams["cache_max_bytes"],
+            cache_dir=hparams["cache_dir"],
+        )
+
     # ------------------------------------------------------------------------------------------- the model's hooks
     @property
     def trainer_arguments(self) -> dict[str, Any]:

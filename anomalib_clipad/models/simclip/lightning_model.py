@@ -167,14 +167,7 @@ class SimCLIP(ClipModelMixin, AnomalibModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
-        self.recipe = AuxiliaryDataRecipe(
-            type(self).__name__,
-            epochs=epochs,
-            lr=lr,
-            betas=tuple(betas),
-            cache_max_bytes=cache_max_bytes,
-            cache_dir=cache_dir,
-        )
+        self.recipe = AuxiliaryDataRecipe.from_hparams(type(self).__name__, self.hparams)
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Any:
         """The loss on the cached features of a labelled batch, each image with its own class's prompts.
