@@ -56,7 +56,7 @@ from anomalib_clipad.models.base import ClipModelMixin
 from anomalib_clipad.models.common import resolve_class_name
 from anomalib_clipad.training.auxiliary import AuxiliaryDataRecipe
 
-from .torch_model import IMAGE_SCORE_MAPS, SimCLIPModel
+from .torch_model import SimCLIPModel, check_arguments
 
 __all__ = ["SimCLIP"]
 
@@ -154,12 +154,7 @@ class SimCLIP(ClipModelMixin, AnomalibModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if k_shot < 0:
-            msg = f"k_shot must be 0 (zero-shot SimCLIP) or positive (SimCLIP+), got {k_shot}."
-            raise ValueError(msg)
-        if image_score_map not in IMAGE_SCORE_MAPS:
-            msg = f"image_score_map must be one of {IMAGE_SCORE_MAPS}, got {image_score_map!r}."
-            raise ValueError(msg)
+        check_arguments(k_shot, image_score_map)  # cheap checks only: the CLIP is built in configure_model
         super().__init__(
             image_size=image_size,
             pre_processor=pre_processor,

@@ -85,6 +85,20 @@ TEXT_HEADS = ("image", "layer")
 LEARNABLE_PREFIXES = ("adapters.", "ipt.", "vision.proj", "text.text_projection")
 
 
+def check_arguments(k_shot: int, image_score_map: str) -> None:
+    """Refuse a negative ``k_shot`` or an unknown ``image_score_map`` (cheap: the Lightning model checks early too).
+
+    Raises:
+        ValueError: naming the argument and the values it takes.
+    """
+    if k_shot < 0:
+        msg = f"k_shot must be 0 (zero-shot SimCLIP) or positive (SimCLIP+), got {k_shot}."
+        raise ValueError(msg)
+    if image_score_map not in IMAGE_SCORE_MAPS:
+        msg = f"image_score_map must be one of {IMAGE_SCORE_MAPS}, got {image_score_map!r}."
+        raise ValueError(msg)
+
+
 def binary_prompts(class_name: str) -> dict[str, list[str]]:
     """SimCLIP's binary prompts (eq. 3) of a class: ``{"normal": [...], "anomalous": [...]}``.
 
@@ -245,12 +259,7 @@ class SimCLIPModel(nn.Module):
         if not layers or len(set(layers)) != len(layers):
             msg = f"feature_layers must name at least one image-tower block, each once; got {list(feature_layers)}."
             raise ValueError(msg)
-        if k_shot < 0:
-            msg = f"k_shot must be 0 (zero-shot SimCLIP) or positive (SimCLIP+), got {k_shot}."
-            raise ValueError(msg)
-        if image_score_map not in IMAGE_SCORE_MAPS:
-            msg = f"image_score_map must be one of {IMAGE_SCORE_MAPS}, got {image_score_map!r}."
-            raise ValueError(msg)
+        check_arguments(k_shot, image_score_map)
         towers = build_clip(
             backbone,
             pretrained,
