@@ -30,7 +30,9 @@ What the mixin provides:
   model's thresholds (and normalisation) from held-out normal images of the target at a chosen false-alarm rate
   (:mod:`anomalib_clipad.training.normal_calibration`), stored in the learned-state file and the checkpoint.
 * **The learned-state file** (:mod:`anomalib_clipad.models.learned_state`): written after every fit or few-shot
-  set-up to ``<run>/weights/learned_state.pt``; ``learned_state=<file>`` scores from it with no training.
+  set-up to ``<run>/weights/learned_state.pt``, and again with the thresholds once a test has calibrated them (a
+  held-out split's or normal-only ones); ``learned_state=<file>`` scores from it with no training, and
+  ``anomalib predict --data <folder>`` with its thresholds (a folder has no validation split to calibrate on).
 * **Checkpoints** record the class and the provenance, refuse another architecture or activation
   (:class:`~anomalib_clipad.models.checkpoint_policy.ClipCheckpointPolicy`), and hold every weight.
 """
@@ -51,6 +53,7 @@ from anomalib.data import Batch
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
 from anomalib_clipad.data.shots import draw_reference_shots
 from anomalib_clipad.export import QuietExportMixin
@@ -159,6 +162,7 @@ class ClipModelMixin(QuietExportMixin):
         self.checkpoint_policy = ClipCheckpointPolicy(name, requested_quick_gelu=self.hparams.get("quick_gelu"))
         self._references_class: str | None = None
         self._inference_state_stale = False
+        self._thresholds_written: dict[str, Any] | None = None  # those of the last learned-state file written
 
     # ------------------------------------------------------------------------------------------------- building
     def configure_model(self) -> None:
@@ -242,6 +246,39 @@ class ClipModelMixin(QuietExportMixin):
     def calibration_mode(self) -> str:
         """``"held_out"`` (F1-adaptive, on a held-out split) or ``"normal_only"`` (the ``calibration`` argument)."""
         return str(self.hparams.get("calibration") or HELD_OUT)
+
+    def val_dataloader(self) -> list:
+        """No validation data of the model's own (Lightning asks the model only when there is no datamodule).
+
+        ``anomalib predict --data <folder>`` of a zero-/few-shot model without ``--ckpt_path`` validates first, to
+        calibrate thresholds, with no datamodule. When the thresholds are calibrated already (the learned-state file
+        holds them) there is nothing to validate: no batches, and the thresholds stay.
+
+        Raises:
+            ValueError: validating without a datamodule when the thresholds are not calibrated, naming the fixes.
+        """
+        trainer = self._trainer
+        validating = trainer is not None and trainer.state.fn == TrainerFn.VALIDATING
+        if not validating or self.post_processor is None:
+            return []
+        if self.is_calibrated:
+            logger.info("%s: no validation data (a folder of images): its thresholds stay.", type(self).__name__)
+            return []
+        msg = (
+            f"{type(self).__name__}: `anomalib predict` on a folder of images calibrates the thresholds on a "
+            "validation split first, and a folder has none; this model holds no calibrated thresholds. Predict from "
+            "a run that calibrated them: its checkpoint (`--ckpt_path <run>/weights/lightning/model.ckpt`) or its "
+            "learned-state file (`--model.learned_state <run>/weights/learned_state.pt`) written by `anomalib test` "
+            "with a held-out split (`--data.val_split_mode from_test`) or with `--model.calibration normal_only`; "
+            "or pass a datamodule with a validation split (e.g. `--data MVTecAD --data.category <name>`) instead of "
+            "the folder."
+        )
+        raise ValueError(msg)
+
+    @property
+    def is_calibrated(self) -> bool:
+        """Whether the thresholds are set: normal-only ones, or a held-out split's (none is NaN)."""
+        return self.normal_calibration is not None or self.held_out_thresholds() is not None
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
         """Image scores and maps of a batch (anomalib calibrates thresholds and normalisation on these)."""
@@ -361,9 +398,13 @@ class ClipModelMixin(QuietExportMixin):
         calibrated = False
         if self.calibration_mode == NORMAL_ONLY:
             calibrated = self._calibrate_on_normal_images(trainer, stage)
-        elif stage == "test" and self.raw_scores and trainer is not None:
-            calibrate_on_target(trainer, self)
-            calibrated = bool(self.held_out_thresholds())  # kept in the file, so that an export can use them
+        elif stage == "test" and trainer is not None:
+            if self.raw_scores:
+                calibrate_on_target(trainer, self)
+            # the others' thresholds come from anomalib's validation before the test; all are kept in the file, so
+            # that an export, or a prediction on a folder of images, can use them
+            thresholds = self.held_out_thresholds()
+            calibrated = thresholds is not None and thresholds != self._thresholds_written
         set_up_now = self.recipe is None and self.model.class_name != class_before
         if set_up_now or calibrated or self.reference_paths != references_before:  # keep what was made now
             self.write_learned_state(trainer)
@@ -576,7 +617,9 @@ class ClipModelMixin(QuietExportMixin):
             return None
         if self.recipe is None and not self.model.is_ready:  # a set-up model has nothing until it is set up
             return None
-        return self.learned_state().save(Path(root) / LEARNED_STATE_FILE)
+        state = self.learned_state()
+        self._thresholds_written = state.thresholds
+        return state.save(Path(root) / LEARNED_STATE_FILE)
 
     # ------------------------------------------------------------------------------------------------- export
     def warn_if_uncalibrated(self) -> bool:

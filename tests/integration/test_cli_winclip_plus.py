@@ -8,11 +8,15 @@ that the whole anomalib pipeline runs and produces image and pixel metrics.
 """
 
 import csv
+import math
 import re
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 from cli_runner import anomalib, printed_metrics, run_command, tiny_model_args
+from micro import MICRO_BACKBONE
 
 LOADER_ARGS = ["--data.num_workers", "0", "--data.train_batch_size", "4", "--data.eval_batch_size", "4"]
 
@@ -92,3 +96,59 @@ def test_mvtec_one_shot_then_predict_export_and_load_in_fresh_process(
     loaded = run_command([sys.executable, "-c", script, str(exported), str(test_image)], cwd=tmp_path)
     assert "K_SHOT 1" in loaded
     assert chosen.group(1) in loaded  # the reference path travelled through the checkpoint into the export
+
+
+def test_predict_on_a_folder_from_the_learned_state_of_a_test_run(
+    synthetic_root: Path, synthetic_category: str, micro_weights: Path, tmp_path: Path
+) -> None:
+    """The learned-state file of a calibrated test holds its thresholds: ``predict`` on a bare folder uses them (a
+    folder has no validation split) and decides as the checkpoint does; a file without thresholds is refused."""
+    model_args = [
+        "--model", "anomalib_clipad.WinCLIPPlus", "--model.backbone", MICRO_BACKBONE, "--model.image_size", "64",
+        "--model.scales", "[2]", "--model.k_shot", "1", "--model.pretrained", str(micro_weights),
+    ]  # fmt: skip
+    anomalib(
+        ["test", *model_args, "--data", "anomalib.data.MVTecAD", "--data.root", str(synthetic_root),
+         "--data.category", synthetic_category, "--data.val_split_mode", "from_test", "--data.seed", "0", *LOADER_ARGS,
+         "--default_root_dir", str(tmp_path / "results")],
+        cwd=tmp_path,
+    )  # fmt: skip
+    (learned_state,) = (tmp_path / "results").rglob("learned_state.pt")
+    (checkpoint,) = (tmp_path / "results").rglob("model.ckpt")
+    thresholds = torch.load(learned_state, weights_only=True)["thresholds"]
+    assert thresholds["source"] == "held_out"
+    assert thresholds["class_name"] == synthetic_category
+    assert all(math.isfinite(thresholds[name]) for name in ("image", "pixel"))
+
+    folder = synthetic_root / synthetic_category / "test" / "stain"
+
+    def predictions(*source: str, name: str) -> list[tuple[str, float, str]]:
+        anomalib(["predict", *model_args, *source, "--data", str(folder), "--default_root_dir", str(tmp_path / name)],
+                 cwd=tmp_path)  # fmt: skip
+        (table,) = (tmp_path / name).rglob("predictions.csv")
+        return [(Path(row["image_path"]).name, float(row["pred_score"]), row["pred_label"])
+                for row in csv.DictReader(table.open())]  # fmt: skip
+
+    from_state = predictions("--model.learned_state", str(learned_state), name="from_state")
+    from_checkpoint = predictions("--ckpt_path", str(checkpoint), name="from_checkpoint")
+    assert [name for name, *_ in from_state] == sorted(path.name for path in folder.glob("*.png"))
+    for (name, score, label), (name_c, score_c, label_c) in zip(from_state, from_checkpoint, strict=True):
+        assert (name, label) == (name_c, label_c)
+        assert score == pytest.approx(score_c, abs=1e-5)  # normalised with the same stored range
+
+    # the same state without its thresholds: a clear error naming the fixes, instead of anomalib's dataloader error
+    content = torch.load(learned_state, weights_only=True)
+    content["thresholds"] = None
+    uncalibrated = tmp_path / "uncalibrated.pt"
+    torch.save(content, uncalibrated)
+    output = anomalib(
+        ["predict", *model_args, "--model.learned_state", str(uncalibrated), "--data", str(folder),
+         "--default_root_dir", str(tmp_path / "refused")],
+        cwd=tmp_path,
+        expected_rc=1,
+    )  # fmt: skip
+    message = " ".join(output.split())  # the CLI wraps the error's lines
+    assert "this model holds no calibrated thresholds" in message
+    assert "--ckpt_path <run>/weights/lightning/model.ckpt" in message
+    assert "--data.val_split_mode from_test" in message
+    assert "MisconfigurationException" not in output  # not Lightning's "`val_dataloader` must be implemented"
