@@ -69,6 +69,7 @@ from anomalib_clipad.models.common import (
 )
 from anomalib_clipad.models.learned_state import LEARNED_STATE_FILE, LearnedState, Provenance, read_learned_state
 from anomalib_clipad.training.calibration import calibrate_on_target
+from anomalib_clipad.training.distributed import gather_from_all_processes
 from anomalib_clipad.training.evaluation import ComputableMetricsEvaluator
 from anomalib_clipad.training.normal_calibration import (
     HELD_OUT,
@@ -493,10 +494,12 @@ class ClipModelMixin(QuietExportMixin):
     def record_training_images(self, paths: Sequence[str], classes: Sequence[str] = ()) -> None:
         """Note the images (and their classes) a training step fits the learned state on; it is now stale.
 
-        The training recipe calls this from every step.
+        The training recipe calls this from every step. Under DDP every process records the images of all processes'
+        batches (:func:`~anomalib_clipad.training.distributed.gather_from_all_processes`): process 0 writes the
+        checkpoint and the learned-state file, and each process's leakage guard must know every training image.
         """
-        self.training_paths.update(str(path) for path in paths)
-        self.training_classes.update(str(name) for name in classes)
+        self.training_paths.update(gather_from_all_processes([str(path) for path in paths]))
+        self.training_classes.update(gather_from_all_processes([str(name) for name in classes]))
         self._inference_state_stale = True
 
     def use_shots_as_references(self, paths: Sequence[str], features: Any) -> None:

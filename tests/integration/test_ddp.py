@@ -27,17 +27,27 @@ SCRIPT = textwrap.dedent(
 
     import torch
     from anomalib.engine import Engine
+    from lightning.pytorch import Callback
 
     from anomalib_clipad.data import AuxiliaryData
     from anomalib_clipad.registry import get_spec
 
     work, root = Path(sys.argv[1]), Path(sys.argv[2])
+
+
+    class FirstEpochImages(Callback):  # the images the model knows after one epoch (each process fitted its shard)
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                paths = "\\n".join(sorted(pl_module.training_paths))
+                (work / f"rank{trainer.global_rank}.paths").write_text(paths)
+
+
     torch.manual_seed(0)  # the same random CLIP in both processes (the checkpoint would hold it otherwise)
     model = get_spec("AnomalyCLIP").build_tiny(epochs=2, seed=3)
     datamodule = AuxiliaryData(dataset="MVTecAD", root=root, num_workers=0, train_batch_size=2, seed=0)
     engine = Engine(
         default_root_dir=work / "results", accelerator="cpu", devices=2, strategy="ddp", logger=False,
-        enable_progress_bar=False,
+        enable_progress_bar=False, callbacks=[FirstEpochImages()],
     )
     engine.fit(model, datamodule=datamodule)
     rank = engine.trainer.global_rank
@@ -71,6 +81,11 @@ def test_two_process_ddp_ends_with_equal_parameters(auxiliary_root: Path, tmp_pa
     # each process encodes its shard (2 images an epoch, reshuffled every epoch), never an image twice
     for state in ranks:
         assert 2 <= int(state["images_encoded"]) <= 4
+    # after one epoch, every process knows every training image though it fitted its shard only: the leakage guard
+    # and the checkpoint (process 0 writes it) see all of them
+    training_images = sorted(str(path) for path in auxiliary_root.rglob("test/*/*.png"))
+    for rank in (0, 1):
+        assert (tmp_path / f"rank{rank}.paths").read_text().splitlines() == training_images
     names = [name for name in ranks[0] if name not in {"world_size", "steps", "images_encoded"}]
     assert names
     # exact: DDP hands both processes the same all-reduced gradients, and the same update of the same parameters
