@@ -56,6 +56,28 @@ def check_position_embedding_mode(mode: str) -> None:
         raise ValueError(msg)
 
 
+def block_list(argument: str, layers: Sequence[int]) -> tuple[int, ...]:
+    """A model's list of image-tower blocks (1-indexed) as a tuple; at least one, each once.
+
+    Whether each block exists is checked once the tower is built (:func:`build_clip`'s ``layers``).
+
+    Args:
+        argument: the model argument the blocks come from (``"feature_layers"``, ``"memory_layers"``), for the error.
+        layers: the blocks.
+
+    Returns:
+        The blocks as integers, in the given order.
+
+    Raises:
+        ValueError: no block, or a block named twice.
+    """
+    blocks = tuple(int(layer) for layer in layers)
+    if not blocks or len(set(blocks)) != len(blocks):
+        msg = f"{argument} must name at least one image-tower block, each once; got {list(layers)}."
+        raise ValueError(msg)
+    return blocks
+
+
 def weight_source(pretrained: str | os.PathLike | nn.Module | None) -> str:
     """Where the weights came from: ``tag:<tag>``, ``file:<path>``, ``random``, ``checkpoint`` or ``module``."""
     if isinstance(pretrained, nn.Module):

@@ -357,6 +357,3 @@ class ClipVisionTower(nn.Module):
         if vv_layers and (vv_start_layer is None or min(vv_layers) < vv_start_layer):
             msg = f"V-V tokens of layers {list(vv_layers)} need vv_start_layer <= {min(vv_layers)}."
             raise ValueError(msg)
-        if vv_layers and (vv_start_layer is None or min(vv_layers) < vv_start_layer):
-            msg = f"V-V tokens of layers {list(vv_layers)} need vv_start_layer <= {min(vv_layers)}."
-            raise ValueError(msg)

@@ -522,7 +522,7 @@ def test_bad_inputs_give_clear_errors(tiny_clip24: torch.nn.Module, tiny: dict) 
         ({"feature_layers": (3,)}, "dpam_start_layer=6"),
         ({"feature_layers": (25,)}, "Layer 25 does not exist"),
         ({"feature_layers": ()}, "at least one"),
-        ({"feature_layers": (24, 24)}, "more than once"),
+        ({"feature_layers": (24, 24)}, "each once"),
         ({"deep_prompt_depth": 13}, "exceeds the 12 text layers"),
         ({"image_size": 500}, "not a multiple of the patch size"),
         ({"n_ctx": 80}, "no room for the prompt words"),

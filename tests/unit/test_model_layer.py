@@ -163,3 +163,17 @@ def test_time_per_image_is_logged_at_the_end_of_a_test(two_categories: Path, tmp
     assert model.timing.seconds_per_image > 0
     assert f"WinCLIPPlus scored {scored} images in" in caplog.text
     assert "ms per image" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "argument"),
+    [("PromptAD", "memory_layers"), ("DevPrompt", "memory_layers"), ("AnomalyCLIP", "feature_layers"),
+     ("SimCLIP", "feature_layers")],
+)  # fmt: skip
+@pytest.mark.parametrize("blocks", [[], [2, 2]])
+def test_every_block_list_names_one_block_at_least_each_once(name: str, argument: str, blocks: list[int]) -> None:
+    """One check (``clip.builder.block_list``) for every model, before any CLIP is built."""
+    spec = get_spec(name)
+    model_class = spec.torch_class
+    with pytest.raises(ValueError, match=rf"^{argument} must name at least one image-tower block, each once; got"):
+        model_class(spec.tiny["backbone"], pretrained=None, **{argument: blocks})

@@ -51,7 +51,7 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_clipad.clip.builder import INTERPOLATE_BILINEAR, build_clip
+from anomalib_clipad.clip.builder import INTERPOLATE_BILINEAR, block_list, build_clip
 from anomalib_clipad.clip.text import splice_context
 from anomalib_clipad.clip.vision import validate_images
 from anomalib_clipad.components.fusion import gaussian_smooth
@@ -121,13 +121,7 @@ class AnomalyCLIPModel(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        feature_layers = tuple(int(layer) for layer in feature_layers)
-        if not feature_layers:
-            msg = "feature_layers must name at least one image-tower block, e.g. [24]."
-            raise ValueError(msg)
-        if len(set(feature_layers)) != len(feature_layers):
-            msg = f"feature_layers has a layer more than once: {list(feature_layers)}."
-            raise ValueError(msg)
+        feature_layers = block_list("feature_layers", feature_layers)
         for name, value in (("n_ctx", n_ctx), ("deep_prompt_length", deep_prompt_length)):
             if value < 1:
                 msg = f"{name} must be at least 1, got {value}."

@@ -45,7 +45,7 @@ from anomalib.data import InferenceBatch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from torch import nn
 
-from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, build_clip
+from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, block_list, build_clip
 from anomalib_clipad.clip.text import ClipTextTower, splice_context
 from anomalib_clipad.clip.vision import validate_images
 from anomalib_clipad.components.fusion import gaussian_smooth, reciprocal_fusion
@@ -250,10 +250,7 @@ class DevPromptModel(nn.Module):
     ) -> None:
         """Wrap the frozen CLIP towers; create the prompt learner and the loss."""
         super().__init__()
-        self.memory_layers = tuple(int(layer) for layer in memory_layers)
-        if not self.memory_layers:
-            msg = "memory_layers must name at least one image-tower block."
-            raise ValueError(msg)
+        self.memory_layers = block_list("memory_layers", memory_layers)
         towers = build_clip(
             backbone,
             pretrained,

@@ -37,7 +37,7 @@ import torch
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, build_clip
+from anomalib_clipad.clip.builder import INTERPOLATE_BICUBIC, block_list, build_clip
 from anomalib_clipad.clip.text import splice_context
 from anomalib_clipad.clip.vision import validate_images
 from anomalib_clipad.components.fusion import gaussian_smooth, reciprocal_fusion
@@ -249,9 +249,7 @@ class PromptADModel(nn.Module):
         if k_shot < 1:
             msg = f"PromptAD needs at least one normal shot, got k_shot={k_shot}."
             raise ValueError(msg)
-        if not memory_layers:
-            msg = "memory_layers must name at least one image-tower block."
-            raise ValueError(msg)
+        memory_layers = block_list("memory_layers", memory_layers)
         if memory_tap not in MEMORY_TAPS:
             msg = f"memory_tap must be one of {MEMORY_TAPS}, got {memory_tap!r}."
             raise ValueError(msg)
@@ -276,7 +274,7 @@ class PromptADModel(nn.Module):
         self.memory_tap = memory_tap
         self.image_size = int(image_size)
         self.k_shot = int(k_shot)
-        self.memory_layers = tuple(int(layer) for layer in memory_layers)
+        self.memory_layers = memory_layers
         self.alignment_weight = float(alignment_weight)
         self.eam_margin = float(eam_margin)
         self.sigma = float(sigma)

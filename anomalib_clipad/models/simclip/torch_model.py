@@ -62,7 +62,7 @@ import torch.nn.functional as F  # noqa: N812
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_clipad.clip.builder import RESIZE_AT_LOAD, build_clip
+from anomalib_clipad.clip.builder import RESIZE_AT_LOAD, block_list, build_clip
 from anomalib_clipad.clip.vision import validate_images
 from anomalib_clipad.components.fusion import gaussian_smooth
 from anomalib_clipad.components.losses import dice_loss, focal_loss
@@ -255,10 +255,7 @@ class SimCLIPModel(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        layers = tuple(int(layer) for layer in feature_layers)
-        if not layers or len(set(layers)) != len(layers):
-            msg = f"feature_layers must name at least one image-tower block, each once; got {list(feature_layers)}."
-            raise ValueError(msg)
+        layers = block_list("feature_layers", feature_layers)
         check_arguments(k_shot, image_score_map)
         towers = build_clip(
             backbone,
