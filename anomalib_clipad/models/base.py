@@ -276,10 +276,22 @@ class ClipModelMixin(QuietExportMixin):
         )
         raise ValueError(msg)
 
+    def _post_processor_thresholds(self) -> dict[str, float] | None:
+        """The post-processor's image and pixel thresholds (NaN until set); ``None`` when it has none."""
+        post_processor = self.post_processor
+        if post_processor is None or not hasattr(post_processor, "_image_threshold"):
+            return None
+        return get_thresholds(post_processor)
+
     @property
     def is_calibrated(self) -> bool:
-        """Whether the thresholds are set: normal-only ones, or a held-out split's (none is NaN)."""
-        return self.normal_calibration is not None or self.held_out_thresholds() is not None
+        """Whether the post-processor's thresholds are set (none is NaN).
+
+        Set by a calibration here, or restored from a learned-state file or a checkpoint; normal-only thresholds are
+        set on the post-processor too.
+        """
+        thresholds = self._post_processor_thresholds()
+        return thresholds is not None and not any(math.isnan(value) for value in thresholds.values())
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> Batch:
         """Image scores and maps of a batch (anomalib calibrates thresholds and normalisation on these)."""
@@ -561,12 +573,10 @@ class ClipModelMixin(QuietExportMixin):
 
     def held_out_thresholds(self) -> dict[str, Any] | None:
         """The post-processor's calibrated thresholds (and normalisation range) from a held-out split, if any."""
+        thresholds = self._post_processor_thresholds()
+        if thresholds is None or not self.is_calibrated:
+            return None
         post_processor = self.post_processor
-        if post_processor is None or not hasattr(post_processor, "_image_threshold"):
-            return None
-        thresholds = get_thresholds(post_processor)
-        if any(math.isnan(value) for value in thresholds.values()):
-            return None
         content: dict[str, Any] = {"source": HELD_OUT, **thresholds, "class_name": self.model.class_name}
         if post_processor.enable_normalization:
             content["normalization"] = {
@@ -627,11 +637,8 @@ class ClipModelMixin(QuietExportMixin):
     # ------------------------------------------------------------------------------------------------- export
     def warn_if_uncalibrated(self) -> bool:
         """Say so when the thresholds an export bakes into the graph were never calibrated; whether it did."""
-        post_processor = self.post_processor
-        if post_processor is None or not hasattr(post_processor, "_image_threshold"):
-            return False
-        thresholds = get_thresholds(post_processor)
-        if not any(math.isnan(value) for value in thresholds.values()):
+        thresholds = self._post_processor_thresholds()
+        if thresholds is None or self.is_calibrated:
             return False
         fallback = (
             "labels and masks use the probability 0.5"
