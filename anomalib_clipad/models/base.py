@@ -510,8 +510,10 @@ class ClipModelMixin(QuietExportMixin):
         batches (:func:`~anomalib_clipad.training.distributed.gather_from_all_processes`): process 0 writes the
         checkpoint and the learned-state file, and each process's leakage guard must know every training image.
         """
-        self.training_paths.update(gather_from_all_processes([str(path) for path in paths]))
-        self.training_classes.update(gather_from_all_processes([str(name) for name in classes]))
+        step = ([str(path) for path in paths], [str(name) for name in classes])
+        for process_paths, process_classes in gather_from_all_processes(step):  # one exchange a step
+            self.training_paths.update(process_paths)
+            self.training_classes.update(process_classes)
         self._inference_state_stale = True
 
     def use_shots_as_references(self, paths: Sequence[str], features: Any) -> None:
