@@ -953,16 +953,11 @@ def time_and_compare(
     torch_row = PrecisionRow(TORCH, runs_at="f32", peak_mib=_torch_peak_mib(module, images[:1]))
     last: dict[str, Any] = {}
 
-    def run_torch() -> None:
-        outputs = [module(chunk) for chunk in chunks]
-        last[TORCH] = SimpleNamespace(
-            pred_score=torch.cat([output.pred_score for output in outputs]),
-            anomaly_map=torch.cat([output.anomaly_map for output in outputs]),
-        )
+    def run_torch() -> None:  # timed: the calls only; their outputs are put together after the warm-up
+        last[TORCH] = [module(chunk) for chunk in chunks]
 
     def run_openvino(label: str, compiled: Any) -> None:
-        outputs = [named_outputs(compiled, compiled(array)) for array in arrays]
-        last[label] = {key: np.concatenate([output[key] for output in outputs]) for key in OUTPUTS_COMPARED}
+        last[label] = [named_outputs(compiled, compiled(array)) for array in arrays]
 
     functions: dict[str, Callable[[], object]] = {TORCH: run_torch}
     for item in deployed:
@@ -980,14 +975,18 @@ def time_and_compare(
             function()
             first[label] = last[label]
         timings = interleaved_times(functions, repeats, CPU, warmup=0)
-    reference = Outputs.of(first[TORCH].pred_score, first[TORCH].anomaly_map)
+    reference = Outputs.of(*(torch.cat([getattr(call, key) for call in first[TORCH]]) for key in OUTPUTS_COMPARED))
     for row in [torch_row, *(item.row for item in deployed)]:
         if row.label not in timings.clock:
             continue
         row.seconds = timings.median(row.label) / len(images)
         row.wall_seconds = timings.median_wall(row.label) / len(images)
-        output = first[row.label]
-        outputs = reference if row.label == TORCH else Outputs.of(output["pred_score"], output["anomaly_map"])
+        calls = first[row.label]
+        outputs = (
+            reference
+            if row.label == TORCH
+            else Outputs.of(*(np.concatenate([call[key] for call in calls]) for key in OUTPUTS_COMPARED))
+        )
         compare(row, outputs, reference, truth)
         row.speedup = torch_row.seconds / row.seconds
     return torch_row, reference
