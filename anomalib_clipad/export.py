@@ -334,7 +334,9 @@ class QuietExportMixin:
         """Export to OpenVINO IR quietly, compressed for a lower precision if asked, then log a summary.
 
         anomalib's ``ExportMixin.to_openvino`` (same arguments), with the compression step of
-        :func:`anomalib_clipad.precision.compress_ov_model`: the score head stays float32 at every precision, NNCF
+        :func:`anomalib_clipad.precision.compress_ov_model`: the score head stays float32 at every precision (and is
+        marked by :func:`~anomalib_clipad.precision.keep_score_head_precise` for float32 under a ``bf16`` inference
+        precision hint, which OpenVINO honours in part), NNCF
         quantises as a transformer without SmoothQuant, and calibrates on the datamodule's train split
         (``docs/export.md#lower-precision``). The IR is written by ``ov.save_model(..., compress_to_fp16=False)``:
         ``FP16`` is applied before, sparing the score head.
@@ -366,6 +368,8 @@ class QuietExportMixin:
         from anomalib.deploy.export import ExportType
         from anomalib.models.components.base.export_mixin.utils import create_export_root
 
+        from anomalib_clipad.precision import keep_score_head_precise
+
         with quiet_export(type(self).__name__, "openvino") as record, TemporaryDirectory() as onnx_directory:
             onnx_path = self.to_onnx(onnx_directory, model_file_name, input_size, **(onnx_kwargs or {}))
             ov_model_path = create_export_root(export_root, ExportType.OPENVINO) / (model_file_name + ".xml")
@@ -373,6 +377,7 @@ class QuietExportMixin:
             if compression_type is not None:
                 record.compression = getattr(compression_type, "name", str(compression_type))
                 model = self._compress_ov_model(model, compression_type, datamodule, metric, None, max_drop)
+            keep_score_head_precise(model)  # the head in float32 under a bf16 inference precision, where OpenVINO can
             ov.save_model(model, ov_model_path, compress_to_fp16=False)
             record.path = ov_model_path
         return record.path
