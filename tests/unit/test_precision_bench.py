@@ -29,9 +29,11 @@ from anomalib_clipad.benchmarks.precision import (
     TORCH,
     PrecisionRow,
     auroc,
+    footnotes,
     generate_real_dataset,
     main,
     make_data,
+    one_swap_spearman,
     parse_arguments,
     recommend,
     spearman,
@@ -105,6 +107,27 @@ def test_recommendation_is_the_fastest_acceptable_row() -> None:
     assert recommend(rows).label == "int8"
     assert recommend(rows[:1]).label == TORCH
     assert recommend([*rows[:1], PrecisionRow("f32", error="export failed")]).label == TORCH
+
+
+def test_a_footnote_names_the_rows_one_swap_kept_from_the_recommendation() -> None:
+    torch_scores = np.arange(8.0)
+    swapped = torch_scores.copy()
+    swapped[[3, 4]] = swapped[[4, 3]]
+    one_swap = spearman(torch_scores, swapped)
+    assert one_swap == pytest.approx(one_swap_spearman(8))
+    assert one_swap < 0.99  # 0.9762: at 8 images the bound allows no swap
+    assert one_swap_spearman(11) >= 0.99 > one_swap_spearman(10)
+
+    def row(label: str, rho: float, pixel: float = 0.0) -> PrecisionRow:
+        return PrecisionRow(label, runs_at=label, seconds=0.1, spearman=rho, delta_pixel_points=pixel)
+
+    rows = [row(TORCH, math.nan), row("bf16", one_swap), row("int8_ptq", one_swap, pixel=-0.8)]
+    rows += [row("int8_acq", spearman(torch_scores, swapped[::-1]))]  # far from one swap
+    notes = [note for note in footnotes(rows, 1.0, 8) if "Spearman over" in note]
+    assert len(notes) == 1
+    assert "so bf16 failed" in notes[0]  # not int8_ptq (pixel AUROC) nor int8_acq (more than one swap)
+    assert "--images 11" in notes[0]
+    assert not [note for note in footnotes(rows[:2], 1.0, 32) if "Spearman over" in note]  # 32: a finer test
 
 
 def test_auroc_and_spearman() -> None:
