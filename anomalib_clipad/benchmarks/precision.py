@@ -245,15 +245,21 @@ class PrecisionRow:
         return self.runs_at != compile_config(self.label)["INFERENCE_PRECISION_HINT"]
 
     @property
+    def judged(self) -> bool:
+        """Whether its accuracy is judged: an OpenVINO row with figures, run at the precision asked."""
+        return self.error is None and self.label != TORCH and not self.fell_back
+
+    @property
+    def pixel_auroc_kept(self) -> bool:
+        """Whether its pixel AUROC is within :data:`MAX_PIXEL_AUROC_POINTS` of eager torch f32's (NaN never is)."""
+        return abs(self.delta_pixel_points) <= MAX_PIXEL_AUROC_POINTS + 1e-9
+
+    @property
     def acceptable(self) -> bool:
         """Whether it meets the recommendation's accuracy conditions (eager torch f32 does; NaN never does)."""
-        if self.error is not None:
-            return False
-        if self.label == TORCH:
+        if self.error is None and self.label == TORCH:
             return True
-        if self.fell_back:
-            return False
-        return self.spearman >= MIN_SPEARMAN and abs(self.delta_pixel_points) <= MAX_PIXEL_AUROC_POINTS + 1e-9
+        return self.judged and self.spearman >= MIN_SPEARMAN and self.pixel_auroc_kept
 
 
 @dataclass
@@ -1017,19 +1023,16 @@ def footnotes(rows: Sequence[PrecisionRow], trace_seconds: float, images: int) -
             )
     if any(row.error is None and not math.isfinite(row.spearman) and row.label != TORCH for row in rows):
         notes.append("  Spearman n/a: that precision gave every image the same score (or torch did)")
+    one_swap = one_swap_spearman(images)
     coarse = [
         row.label
         for row in rows
-        if row.error is None
-        and row.label != TORCH
-        and not row.fell_back
-        and one_swap_spearman(images) - 1e-9 <= row.spearman < MIN_SPEARMAN
-        and abs(row.delta_pixel_points) <= MAX_PIXEL_AUROC_POINTS + 1e-9
+        if row.judged and row.pixel_auroc_kept and one_swap - 1e-9 <= row.spearman < MIN_SPEARMAN
     ]
     if coarse:
         notes.append(
             f"  Spearman over {images} images: one swap of two neighbouring scores gives "
-            f"{one_swap_spearman(images):.4f} < {MIN_SPEARMAN}, so {', '.join(coarse)} failed the rank test by at most "
+            f"{one_swap:.4f} < {MIN_SPEARMAN}, so {', '.join(coarse)} failed the rank test by at most "
             f"one swap; rerun with --images 11 or more (32: a swap costs 0.0004) before ruling them out"
         )
     return notes

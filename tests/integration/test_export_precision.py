@@ -307,13 +307,14 @@ def _assert_head_marked(model: Any, bf16: Any) -> None:
     """Every score-head operation of a saved IR carries OpenVINO's precision mark, and ``bf16`` (the IR compiled with
     the ``bf16`` hint) computes the head's Gaussian filter and reductions in float32. On a CPU without
     bf16 OpenVINO computes everything in float32, so there the second check holds whether marked or not."""
+    head_ops = score_head(model)
     unmarked = [
         op.get_friendly_name()
-        for op in score_head(model)
+        for op in head_ops
         if not any("Precision" in key or "precise" in key for key in op.get_rt_info())
     ]
     assert unmarked == [], f"score-head operations without the mark: {unmarked[:5]}"
-    head = {op.get_friendly_name() for op in score_head(model)}
+    head = {op.get_friendly_name() for op in head_ops}
     below = []
     for node in bf16.get_runtime_model().get_ops():
         info = node.get_rt_info()
